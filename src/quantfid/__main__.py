@@ -1,0 +1,5 @@
+import sys
+
+from quantfid.cli import main
+
+sys.exit(main())

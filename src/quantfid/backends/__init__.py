@@ -1,0 +1,1 @@
+"""Model runners that turn windows of token ids into log-prob chunks."""

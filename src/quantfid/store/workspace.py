@@ -1,0 +1,239 @@
+"""The workspace: one directory holding a study's manifest and tables.
+
+Layout::
+
+    W/quantfid.json            manifest (format_version, tool_version, reference, models,
+                               corpora, benchmarks)
+    W/tables/<table>/<part>.parquet
+                               one Parquet file per unit of work; the part's schema
+                               metadata carries ``format_version``, ``tool_version`` and
+                               ``unit_hash`` (the hash of the unit's inputs)
+    W/arrays/...               memory-mapped stores (reference log-probs, per-token arrays)
+
+Tables (columns documented in ``docs/formats.md``): ``fidelity`` (one row per model x
+corpus x ctx x scoring), ``tokens`` (per-token arrays), ``prompt_fidelity``, ``outcomes``.
+
+A unit is done when its part exists with the expected ``unit_hash``; a re-run skips it,
+a changed input (another hash) redoes it. Every write is atomic (temp file + rename) and
+manifest updates hold an exclusive lock, so parallel workers cannot lose each other's
+updates and a killed process leaves the previous state readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from quantfid import atomic
+from quantfid._version import __version__
+from quantfid.errors import FormatError, MismatchError, QuantfidError
+from quantfid.records import Model, Outcome, PromptFidelity
+
+FORMAT_VERSION = 1
+MANIFEST = "quantfid.json"
+_PART_RE = re.compile(r"^[A-Za-z0-9._@+=,-]+$")
+
+
+def _safe_part(name: str) -> str:
+    """A part name usable as a file name (unsafe characters become '_')."""
+    safe = re.sub(r"[^A-Za-z0-9._@+=,-]", "_", name)
+    return safe[:200]
+
+
+class Workspace:
+    """A study directory. ``Workspace(path)`` opens it, creating it when ``create`` is true."""
+
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        self.path = Path(path)
+        manifest = self.path / MANIFEST
+        if not manifest.exists():
+            if not create:
+                raise QuantfidError(f"{self.path} is not a quantfid workspace (no {MANIFEST})")
+            if self.path.exists() and not self.path.is_dir():
+                raise QuantfidError(f"{self.path} exists and is not a directory")
+            self.path.mkdir(parents=True, exist_ok=True)
+            with self._locked():
+                if not manifest.exists():
+                    atomic.write_json(manifest, self._empty_manifest())
+        self._check_version(self.manifest)
+
+    # ---- manifest -------------------------------------------------------------------
+    @staticmethod
+    def _empty_manifest() -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "tool": "quantfid", "tool_version": __version__,
+                "reference": None, "models": {}, "corpora": {}, "benchmarks": {}}
+
+    def _check_version(self, m: dict[str, Any]) -> None:
+        v = m.get("format_version")
+        if v != FORMAT_VERSION:
+            raise FormatError(f"{self.path / MANIFEST}: workspace format_version {v!r}; this "
+                              f"quantfid ({__version__}) reads version {FORMAT_VERSION}")
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as stored now (a fresh read each time)."""
+        try:
+            return json.loads((self.path / MANIFEST).read_text())  # type: ignore[no-any-return]
+        except json.JSONDecodeError as e:
+            raise FormatError(f"{self.path / MANIFEST} is not valid JSON: {e}") from e
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.path / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[dict[str, Any]]:
+        """Read-modify-write the manifest under an exclusive lock, written atomically."""
+        with self._locked():
+            m = self.manifest
+            yield m
+            m["tool_version"] = __version__
+            atomic.write_json(self.path / MANIFEST, m)
+
+    # ---- models -----------------------------------------------------------------------
+    def add_model(self, model: Model) -> None:
+        """Register (or update) a model. A second, different reference is an error."""
+        with self.update() as m:
+            if model.role == "reference":
+                cur = m.get("reference")
+                if cur is not None and cur != model.id:
+                    raise MismatchError(
+                        f"workspace {self.path} already has reference {cur!r}; refusing to switch "
+                        f"to {model.id!r} (use a new workspace for another reference)")
+                m["reference"] = model.id
+            elif m.get("reference") == model.id:
+                raise MismatchError(f"{model.id!r} is this workspace's reference; it cannot also be a quant")
+            m["models"][model.id] = model.to_dict()
+
+    @property
+    def reference(self) -> Model | None:
+        """The workspace's one reference model, or None before one is set."""
+        m = self.manifest
+        ref = m.get("reference")
+        return Model.from_dict(m["models"][ref]) if ref else None
+
+    def require_reference(self) -> Model:
+        ref = self.reference
+        if ref is None:
+            raise QuantfidError(f"workspace {self.path} has no reference model yet "
+                                "(give --reference to measure, bench or ingest)")
+        return ref
+
+    def models(self, role: str | None = None) -> list[Model]:
+        """All models (or those of ``role``), in registration order."""
+        out = [Model.from_dict(d) for d in self.manifest["models"].values()]
+        return [x for x in out if role is None or x.role == role]
+
+    def model(self, model_id: str) -> Model:
+        d = self.manifest["models"].get(model_id)
+        if d is None:
+            known = ", ".join(self.manifest["models"]) or "none"
+            raise QuantfidError(f"no model {model_id!r} in workspace {self.path} (models: {known})")
+        return Model.from_dict(d)
+
+    def set_entry(self, section: str, key: str, info: dict[str, Any]) -> None:
+        """Record a corpus / benchmark (``section`` = 'corpora' | 'benchmarks' | any other)."""
+        with self.update() as m:
+            m.setdefault(section, {})[key] = info
+
+    # ---- tables -----------------------------------------------------------------------
+    def _part_path(self, table: str, part: str) -> Path:
+        return self.path / "tables" / table / f"{_safe_part(part)}.parquet"
+
+    def part_hash(self, table: str, part: str) -> str | None:
+        """The ``unit_hash`` a stored part was written with, or None if it is absent."""
+        p = self._part_path(table, part)
+        if not p.exists():
+            return None
+        try:
+            meta = pq.read_schema(p).metadata or {}
+        except Exception as e:  # a corrupt part is as good as absent: it will be redone
+            raise FormatError(f"{p} is not a readable Parquet file: {e}") from e
+        h = meta.get(b"unit_hash")
+        return h.decode() if h is not None else None
+
+    def has_part(self, table: str, part: str, unit_hash: str | None = None) -> bool:
+        """True if ``part`` is stored (and, given ``unit_hash``, was made from those inputs)."""
+        p = self._part_path(table, part)
+        if not p.exists():
+            return False
+        return unit_hash is None or self.part_hash(table, part) == unit_hash
+
+    def write_part(self, table: str, part: str, rows: pa.Table | Iterable[dict[str, Any]],
+                   unit_hash: str | None = None) -> Path:
+        """Atomically write one unit's rows as ``tables/<table>/<part>.parquet``."""
+        tbl = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
+        meta = dict(tbl.schema.metadata or {})
+        meta.update({b"format_version": str(FORMAT_VERSION).encode(),
+                     b"tool_version": __version__.encode(),
+                     b"unit_hash": (unit_hash or "").encode(), b"part": part.encode()})
+        tbl = tbl.replace_schema_metadata(meta)
+        buf = io.BytesIO()
+        pq.write_table(tbl, buf)
+        path = self._part_path(table, part)
+        atomic.write_bytes(path, buf.getvalue())
+        return path
+
+    def drop_part(self, table: str, part: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._part_path(table, part).unlink()
+
+    def parts(self, table: str) -> list[Path]:
+        d = self.path / "tables" / table
+        return sorted(d.glob("*.parquet")) if d.exists() else []
+
+    def read_table(self, table: str) -> pa.Table:
+        """All parts of ``table`` concatenated (schemas unified); an empty table if none."""
+        tables = []
+        for p in self.parts(table):
+            try:
+                t = pq.read_table(p)
+            except Exception as e:
+                raise FormatError(f"{p} is not a readable Parquet file: {e}") from e
+            v = (t.schema.metadata or {}).get(b"format_version", b"?").decode()
+            if v != str(FORMAT_VERSION):
+                raise FormatError(f"{p}: table format_version {v}, this quantfid reads {FORMAT_VERSION}")
+            tables.append(t.replace_schema_metadata(None))
+        if not tables:
+            return pa.table({})
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        return self.read_table(table).to_pylist()  # type: ignore[no-any-return]
+
+    # ---- typed helpers ------------------------------------------------------------------
+    def add_outcomes(self, part: str, outcomes: Iterable[Outcome], unit_hash: str | None = None) -> None:
+        rows = [o.to_dict() for o in outcomes]
+        if not rows:
+            raise QuantfidError(f"no outcomes to store for {part}")
+        self.write_part("outcomes", part, rows, unit_hash)
+
+    def outcomes(self) -> list[Outcome]:
+        return [Outcome.from_dict(r) for r in self.rows("outcomes")]
+
+    def add_prompt_fidelity(self, part: str, rows: Iterable[PromptFidelity],
+                            unit_hash: str | None = None) -> None:
+        self.write_part("prompt_fidelity", part, [r.to_dict() for r in rows], unit_hash)
+
+    def prompt_fidelity(self) -> list[PromptFidelity]:
+        return [PromptFidelity.from_dict(r) for r in self.rows("prompt_fidelity")]
+
+    def array_dir(self, *parts: str) -> Path:
+        """A directory under ``arrays/`` for memory-mapped stores (created)."""
+        d = self.path.joinpath("arrays", *(_safe_part(p) for p in parts))
+        d.mkdir(parents=True, exist_ok=True)
+        return d
