@@ -1,22 +1,35 @@
 """transformers + torch loading: local directories, hub ids, GGUF files (dequantized).
 
-``load_hf("embedded")`` (or None) loads the embedded default reference in float32.
+``load_hf("embedded")`` (or None) loads the embedded default reference in float32;
+``HFBackend`` runs a loaded model over windows and yields float32 log-prob chunks.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from quantfid import embedded
 from quantfid.backends.base import LoadedModel
-from quantfid.errors import QuantfidError
-from quantfid.hashing import hash_file
+from quantfid.errors import MismatchError, QuantfidError
+from quantfid.hashing import hash_file, hash_json
 from quantfid.records import Model, Role
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def hash_dir(path: Path) -> str:
+    """sha256 over a model directory's weight, config and tokenizer files (names + bytes)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()
+                   and p.suffix in {".safetensors", ".bin", ".json", ".model", ".txt", ".gguf"})
+    return hash_json({p.relative_to(path).as_posix(): hash_file(p) for p in files})
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -52,7 +65,8 @@ def load_hf(spec: str | None = None, dtype: str = "float32", device: str = "auto
                      hash=hash_file(path))
     elif Path(spec).is_dir():
         src = spec
-        info = Model(id=name or Path(spec).name, role=role, source=str(Path(spec).resolve()), format="hf")
+        info = Model(id=name or Path(spec).name, role=role, source=str(Path(spec).resolve()),
+                     format="hf", hash=hash_dir(Path(spec)))
     elif Path(spec).exists():
         raise QuantfidError(f"{spec} is a file but not a .gguf; give a GGUF file or a model directory")
     else:
@@ -65,6 +79,110 @@ def load_hf(spec: str | None = None, dtype: str = "float32", device: str = "auto
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (HF_HUB_OFFLINE=1 is set: hub ids need network)" if offline else ""
         raise QuantfidError(f"could not load model {spec!r}{hint}: {e}") from e
+    if info.hash is None:  # a hub id: key it by the revision that was loaded
+        commit = getattr(module.config, "_commit_hash", None)
+        info = dataclasses.replace(info, hash=hash_json({"hub": spec, "commit": commit}))
     dev = resolve_device(device)
-    module.to(dev).eval()
+    torch.nn.Module.to(module, dev).eval()
     return LoadedModel(module=module, tokenizer=tok, info=info, device=dev, dtype=DTYPES[dtype])
+
+
+def tokenizer_id(tokenizer: Any) -> str:
+    """A stable identity of a tokenizer: sha256 of its vocabulary (token strings in id
+    order, gaps marked) and its BOS/EOS ids. Two tokenizers with the same id map text the
+    same way for any BPE/unigram vocab that is built from these strings."""
+    vocab: dict[str, int] = tokenizer.get_vocab()
+    by_id: list[str | None] = [None] * (max(vocab.values()) + 1 if vocab else 0)
+    for tok, i in vocab.items():
+        by_id[i] = tok
+    return hash_json({"vocab": by_id, "bos": tokenizer.bos_token_id,
+                      "eos": tokenizer.eos_token_id})
+
+
+def check_same_tokenizer(ref_id: str, ref_name: str, other_id: str, other_name: str) -> None:
+    """Raise MismatchError unless the two tokenizer ids agree."""
+    if ref_id != other_id:
+        raise MismatchError(
+            f"tokenizer of {other_name!r} ({other_id[:12]}) differs from the reference "
+            f"{ref_name!r} ({ref_id[:12]}): their log-probs are over different token streams "
+            "and cannot be compared")
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether the model's tokenizer puts BOS in front of text (llama.cpp's ``add_bos``)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+class HFBackend:
+    """Teacher-forced log-probs from a transformers causal LM (the ``Backend`` protocol).
+
+    Windows run in batches under ``torch.inference_mode``; the LM head is applied only to
+    the requested positions (``logits_to_keep``), and log-softmax is taken in float32 even
+    when the model runs in bfloat16/float16. Yielded tensors are float32 on the CPU.
+    """
+
+    def __init__(self, loaded: LoadedModel, threads: int | None = None) -> None:
+        self.loaded = loaded
+        self.module: Any = loaded.module
+        self.tokenizer = loaded.tokenizer
+        self.info = loaded.info
+        self.device = loaded.device
+        if threads:
+            torch.set_num_threads(threads)
+        self._tok_id: str | None = None
+        fwd = inspect.signature(self.module.forward).parameters
+        self._keep_arg = "logits_to_keep" if "logits_to_keep" in fwd else None
+
+    @classmethod
+    def load(cls, spec: str | None = None, dtype: str = "float32", device: str = "auto",
+             role: Role = "quant", name: str | None = None) -> HFBackend:
+        return cls(load_hf(spec, dtype=dtype, device=device, role=role, name=name))
+
+    def vocab_size(self) -> int:
+        """Rows of the output projection (the width of every log-prob vector)."""
+        out = self.module.get_output_embeddings()
+        if out is not None and hasattr(out, "weight"):
+            return int(out.weight.shape[0])
+        return int(self.module.config.vocab_size)
+
+    def tokenizer_id(self) -> str:
+        if self._tok_id is None:
+            self._tok_id = tokenizer_id(self.tokenizer)
+        return self._tok_id
+
+    def bos_id(self) -> int | None:
+        """The BOS id llama.cpp would put at the start of each chunk, or None."""
+        return int(self.tokenizer.bos_token_id) if adds_bos(self.tokenizer) else None
+
+    def tokenize(self, text: str, bos: bool | None = None) -> np.ndarray:
+        """Token ids (int64) of ``text``; BOS prepended when the model adds one."""
+        from quantfid.corpus import tokenize
+
+        use = self.bos_id() if bos is None else (self.tokenizer.bos_token_id if bos else None)
+        return tokenize(text, self.tokenizer, use)
+
+    def logprobs(self, windows: np.ndarray, batch_size: int = 1, start: int = 0,
+                 stop: int | None = None) -> Iterator[torch.Tensor]:
+        """Yield float32 log-probs (b, stop - start, V) for positions ``start .. stop - 1``
+        of each batch of windows (default: all positions)."""
+        ids = np.asarray(windows, dtype=np.int64)
+        if ids.ndim != 2:
+            raise QuantfidError(f"windows must be (n, n_ctx), got shape {ids.shape}")
+        n_ctx = ids.shape[1]
+        stop = n_ctx if stop is None else stop
+        if not 0 <= start < stop <= n_ctx:
+            raise QuantfidError(f"positions {start}..{stop} outside a window of {n_ctx}")
+        kwargs: dict[str, Any] = {"use_cache": False}
+        if self._keep_arg:
+            kwargs[self._keep_arg] = torch.arange(start, stop, device=self.device)
+        with torch.inference_mode():
+            for b0 in range(0, ids.shape[0], batch_size):
+                x = torch.from_numpy(ids[b0:b0 + batch_size]).to(self.device)
+                logits = self.module(input_ids=x, **kwargs).logits
+                if not self._keep_arg:
+                    logits = logits[:, start:stop]
+                yield torch.log_softmax(logits.float(), dim=-1).cpu()

@@ -1,0 +1,113 @@
+"""``run_all``: every analysis of a workspace (issue 5, 1-7) in one result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from quantfid.analysis.cohort import MEAN, Cohort, CohortTable, load_cohort
+from quantfid.analysis.correlation import Correlation, correlate_many
+from quantfid.analysis.decomposition import Decomposition, decompose
+from quantfid.analysis.failure import FailureResult, failure_prediction
+from quantfid.analysis.power import mde
+from quantfid.analysis.robustness import Robustness, robustness
+from quantfid.analysis.router import RouterResult, route
+from quantfid.analysis.silent_zone import RULES, SilentZone, flips, silent_zone
+from quantfid.store.workspace import Workspace
+
+DEFAULT_SEED = 0
+
+
+def zones_for(cohort: Cohort, primary: int, *, band: float, k: int | None,
+              alpha: float) -> dict[str, SilentZone]:
+    if not cohort.variants:
+        return {}
+    return {s: silent_zone(cohort, s, primary, band=band, k=k, alpha=alpha) for s in cohort.scores}
+
+
+def correlations(cohort: Cohort, zones: dict[str, SilentZone], *, n_boot: int,
+                 rng: np.random.Generator,
+                 cache: dict[int, np.ndarray] | None = None) -> list[Correlation]:
+    """Each variant x each score x (full, each silent rule); score-major, then subset, variant."""
+    out: list[Correlation] = []
+    if not cohort.variants:
+        return out
+    for score, y in cohort.scores.items():
+        subsets: list[tuple[str, str | None, np.ndarray | None]] = [("full", None, None)]
+        zone = zones.get(score)
+        if zone is not None:
+            subsets += [("silent", r, zone.masks[r]) for r in RULES if r in zone.masks]
+        for subset, rule, member in subsets:
+            stats = correlate_many(cohort.values, y, n_boot=n_boot, rng=rng, member=member,
+                                   cache=cache)
+            out += [Correlation.of(rs, metric=v.stat, score=score, subset=subset, rule=rule,
+                                   corpus=v.corpus, ctx=v.ctx)
+                    for rs, v in zip(stats, cohort.variants, strict=True)]
+    return out
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    cohort: CohortTable
+    correlations: list[Correlation]
+    silent_zone: dict[str, SilentZone]
+    robustness: Robustness
+    decomposition: Decomposition
+    failure_prediction: FailureResult
+    router: RouterResult
+    primary: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cohort": self.cohort.to_json(),
+                "correlations": [c.to_json() for c in self.correlations],
+                "silent_zone": {s: z.to_json(with_paired=True) for s, z in self.silent_zone.items()},
+                "robustness": self.robustness.to_json(),
+                "decomposition": self.decomposition.to_json(),
+                "failure_prediction": self.failure_prediction.to_json(),
+                "router": self.router.to_json()}
+
+
+def analyze_cohort(cohort: Cohort, *, k: int | None = None, band: float = 0.99,
+                   n_boot: int = 10000, rng: np.random.Generator | None = None,
+                   metric: str = "kld_mean", alpha: float = 0.05) -> AnalysisResult:
+    rng = np.random.default_rng(DEFAULT_SEED) if rng is None else rng
+    primary = cohort.variant(metric) if cohort.variants else -1
+    zones = zones_for(cohort, primary, band=band, k=k, alpha=alpha)
+    cache: dict[int, np.ndarray] = {}
+    corr = correlations(cohort, zones, n_boot=n_boot, rng=rng, cache=cache)
+    bench_info = []
+    if cohort.prompts is not None:
+        for s in [*cohort.prompts.benchmarks, MEAN]:
+            fl = flips(cohort.prompts, s)
+            rates = np.where(fl.complete, (fl.gains + fl.losses) / fl.n, np.nan)
+            bench_info.append(mde(s, fl.n, cohort.ref_scores.get(s), rates, 0.8, alpha).to_json())
+    primary_key = cohort.variants[primary].key if cohort.variants else None
+    settings: dict[str, Any] = {"metric": metric, "primary": cohort.variants[primary].key if cohort.variants else None,
+                "band": band, "k": {s: z.k for s, z in zones.items()},
+                "band_threshold": {s: z.band_threshold for s, z in zones.items()},
+                "alpha": alpha, "n_boot": n_boot}
+    dec = (decompose(cohort, primary, zones, n_boot=n_boot, rng=rng, cache=cache) if cohort.variants
+           else Decomposition([], [], []))
+    return AnalysisResult(
+        cohort=CohortTable(cohort, settings, bench_info), correlations=corr, silent_zone=zones,
+        robustness=robustness(corr, alpha), decomposition=dec,
+        failure_prediction=failure_prediction(cohort, n_boot=n_boot, rng=rng),
+        router=_route(cohort, zones), primary=primary_key or metric)
+
+
+def _route(cohort: Cohort, zones: dict[str, SilentZone]) -> RouterResult:
+    zone = zones.get(MEAN)
+    if zone is None:
+        return route(cohort)
+    rule = "paired" if "paired" in zone.masks else "band"
+    return route(cohort, zone.masks[rule], rule)
+
+
+def run_all(ws: Workspace, *, k: int | None = None, band: float = 0.99, n_boot: int = 10000,
+            rng: np.random.Generator | None = None, metric: str = "kld_mean",
+            alpha: float = 0.05) -> AnalysisResult:
+    """Every analysis of the workspace's cohort; ``rng`` defaults to a generator seeded 0."""
+    return analyze_cohort(load_cohort(ws), k=k, band=band, n_boot=n_boot, rng=rng,
+                          metric=metric, alpha=alpha)

@@ -1,0 +1,33 @@
+"""The task protocol: a named, deterministic list of prompts with a default and a full size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from quantfid.bench.types import ChoicePrompt
+
+
+class Task(Protocol):
+    """A built-in log-likelihood task.
+
+    ``prompts()`` returns the full prompt list in a fixed (seeded) order; the default
+    subset is its first ``n_default`` prompts, ``--full`` its first ``n_full``.
+    """
+
+    name: str
+    n_default: int
+    n_full: int
+    chance: float  # expected accuracy of a uniform random pick
+
+    def prompts(self) -> list[ChoicePrompt]: ...
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    n_default: int
+    n_full: int
+    chance: float
+    source: str
+    licence: str

@@ -1,0 +1,334 @@
+"""Corpus-level fidelity statistics from per-token metrics, with llama.cpp's definitions.
+
+The formulas follow llama.cpp's `tools/perplexity/perplexity.cpp` (`kl_divergence`), written out
+here from their definitions (n tokens; sums over tokens):
+
+- mean and uncertainty of a quantity x: f = sum(x)/n, v = sum(x^2)/n - f^2,
+  se = sqrt(v / (n - 1)) when v > 0 and n > 10, 0 when v <= 0 and n > 10. For n <= 10 llama.cpp
+  prints 0; we return None (not computable).
+- covariance of x, y: (sum(xy)/n - (sum(x)/n)(sum(y)/n)) / (n - 1)  (the covariance of the means).
+- PPL(Q) = exp(mean nll_q), PPL(ref) = exp(mean nll_ref), se(PPL) = PPL * se(ln PPL).
+- ln(PPL(Q)/PPL(ref)) = mean nll_q - mean nll_ref,
+  se = sqrt(se_q^2 + se_ref^2 - 2 cov(nll_q, nll_ref)).
+- PPL ratio = exp(ln ratio), se = ratio * se(ln ratio);
+  PPL diff = PPL(Q) - PPL(ref), se = sqrt(se(PPL_Q)^2 + se(PPL_ref)^2 - 2 PPL_Q PPL_ref cov).
+- Cor(ln PPL(Q), ln PPL(ref)) = cov / (se_q se_ref): the (population) Pearson correlation of the
+  per-token NLLs.
+- Mean KLD +- se as above; median (mean of the two middle values for even n); percentile at
+  fraction f: position f (n - 1) on the ascending values, linear interpolation between the two
+  neighbours (llama.cpp does this in float32; we do it in float64).
+- Mean dp +- se; RMS dp = sqrt(mean dp^2), se = se(dp^2) / (2 RMS).
+- Same top-1 = n_same / n, se = sqrt(p (1 - p) / (n - 1)) (binomial). All values are fractions
+  (llama.cpp prints percent for dp, RMS dp, same top-1 and the correlation).
+
+On top of llama.cpp: KLD by reference-confidence bucket (the reference's top-1 probability in
+[0,.25), [.25,.5), [.5,.75), [.75,.95), [.95,1]) and a block-bootstrap 95 % percentile CI for
+mean KLD and ln PPL ratio, resampling whole windows (llama.cpp's se treats tokens as
+independent; tokens in one window are not). Each resample draws as many blocks as there are,
+with replacement, and takes the token-weighted mean (sum over drawn blocks / tokens drawn).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from quantfid.errors import MismatchError, QuantfidError
+from quantfid.metrics.types import STATS_KEYS, TokenMetrics
+
+BUCKET_EDGES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.95, 1.0)
+PERCENTILES: dict[str, float] = {"kld_p90": 0.90, "kld_p95": 0.95, "kld_p99": 0.99,
+                                 "kld_p99_9": 0.999}
+CI_LEVEL = 0.95
+_BOOT_CELLS = 1 << 22  # resample indices drawn per vectorised step (n_resamples x n_blocks)
+
+# per-token sums kept by the accumulator: name -> (field of TokenMetrics, power or product)
+_SUM_KEYS = ("kld", "kld2", "rkld", "jsd", "nll_q", "nll_q2", "nll_ref", "nll_ref2", "nll_qr",
+             "dp", "dp2", "dp4", "same", "top5", "top10")
+
+
+@dataclass(frozen=True)
+class FidelityStats:
+    """Summary of a quant against its reference over a corpus; fractions, nats.
+
+    Every `STATS_KEYS` field is None where not computable (NLL-based ones without targets,
+    uncertainties for n <= 10 tokens). Extra fields: uncertainties of the PPLs, ratio and
+    difference, Cor(ln PPL(Q), ln PPL(ref)), se of mean dp and RMS dp, mean top-k overlaps,
+    bootstrap CIs, the number of windows (blocks) and KLD by reference-confidence bucket.
+    """
+
+    n_tokens: int
+    kld_mean: float | None = None
+    kld_mean_se: float | None = None
+    kld_median: float | None = None
+    kld_p90: float | None = None
+    kld_p95: float | None = None
+    kld_p99: float | None = None
+    kld_p99_9: float | None = None
+    kld_max: float | None = None
+    kld_min: float | None = None
+    rkld_mean: float | None = None
+    jsd_mean: float | None = None
+    ppl_q: float | None = None
+    ppl_ref: float | None = None
+    ln_ppl_ratio: float | None = None
+    ln_ppl_ratio_se: float | None = None
+    ppl_ratio: float | None = None
+    ppl_diff: float | None = None
+    same_top1: float | None = None
+    same_top1_se: float | None = None
+    dp_mean: float | None = None
+    rms_dp: float | None = None
+    ppl_q_se: float | None = None
+    ppl_ref_se: float | None = None
+    ppl_ratio_se: float | None = None
+    ppl_diff_se: float | None = None
+    ln_ppl_cor: float | None = None
+    dp_mean_se: float | None = None
+    rms_dp_se: float | None = None
+    top5_overlap_mean: float | None = None
+    top10_overlap_mean: float | None = None
+    kld_mean_ci_low: float | None = None
+    kld_mean_ci_high: float | None = None
+    ln_ppl_ratio_ci_low: float | None = None
+    ln_ppl_ratio_ci_high: float | None = None
+    n_windows: int = 0
+    kld_buckets: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dict: every STATS_KEYS key first, then the extra fields (None -> null)."""
+        d = asdict(self)
+        d["kld_buckets"] = [dict(b) for b in self.kld_buckets]
+        out = {k: d.pop(k) for k in STATS_KEYS}
+        out.update(d)
+        return out
+
+
+def mean_and_se(s: float, s2: float, n: int) -> tuple[float | None, float | None]:
+    """llama.cpp's mean_and_uncertainty; se is None for n <= 10 (llama.cpp prints 0)."""
+    if n < 1:
+        return None, None
+    f = s / n
+    var = s2 / n - f * f
+    if n <= 10:
+        return f, None
+    return f, math.sqrt(var / (n - 1)) if var > 0 else 0.0
+
+
+def covariance(sa: float, sb: float, sab: float, n: int) -> float | None:
+    """llama.cpp's covariance of the two means; None for n < 10 (llama.cpp returns 0)."""
+    if n < 10:
+        return None
+    return (sab / n - (sa / n) * (sb / n)) / (n - 1)
+
+
+def percentile_sorted(values: np.ndarray, fraction: float) -> float:
+    """llama.cpp's percentile on ascending values: linear interpolation at fraction * (n - 1)."""
+    n = values.shape[0]
+    if fraction <= 0:
+        return float(values[0])
+    if fraction >= 1:
+        return float(values[-1])
+    p = fraction * (n - 1)
+    ip = int(p)
+    p -= ip
+    return float((1 - p) * values[ip] + p * values[min(ip + 1, n - 1)])
+
+
+def median_sorted(values: np.ndarray) -> float:
+    n = values.shape[0]
+    if n % 2 == 0:
+        return float(0.5 * (values[n // 2] + values[n // 2 - 1]))
+    return float(values[n // 2])
+
+
+@dataclass
+class Parts:
+    """Mergeable partial state: sums, per-token KLD values, per-block sums, bucket sums."""
+
+    n: int = 0
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_SUM_KEYS, 0.0))
+    present: dict[str, bool] = field(default_factory=lambda: {
+        "nll": True, "dp": True, "rkld": True, "jsd": True, "top": True})
+    kld_values: list[np.ndarray] = field(default_factory=list)
+    block_ids: list[np.ndarray] = field(default_factory=list)  # keyed blocks (window ids)
+    block_keyed: list[np.ndarray] = field(default_factory=list)  # rows: kld, nll diff, n
+    block_anon: list[np.ndarray] = field(default_factory=list)  # one block per token
+    bucket_n: np.ndarray = field(default_factory=lambda: np.zeros(5, dtype=np.int64))
+    bucket_kld: np.ndarray = field(default_factory=lambda: np.zeros(5, dtype=np.float64))
+
+    def add(self, tm: TokenMetrics, window_ids: np.ndarray | None) -> None:
+        n = len(tm)
+        has_nll = tm.nll_q is not None and tm.nll_ref is not None
+        if self.n and has_nll != self.present["nll"]:
+            raise QuantfidError("some token metrics have next-token NLLs and some do not; "
+                                "give targets for all of them or for none")
+        if not self.n:
+            self.present["nll"] = has_nll
+        self.present["dp"] &= tm.dp is not None
+        self.present["rkld"] &= tm.rkld is not None
+        self.present["jsd"] &= tm.jsd is not None
+        self.present["top"] &= tm.top5_overlap is not None and tm.top10_overlap is not None
+        if n == 0:
+            return
+        kld = np.asarray(tm.kld, dtype=np.float64)
+        s = self.sums
+        s["kld"] += float(np.sum(kld))
+        s["kld2"] += float(np.sum(kld * kld))
+        s["same"] += float(np.count_nonzero(tm.same_top1))
+        if tm.rkld is not None:
+            s["rkld"] += float(np.sum(tm.rkld))
+        if tm.jsd is not None:
+            s["jsd"] += float(np.sum(tm.jsd))
+        if tm.top5_overlap is not None and tm.top10_overlap is not None:
+            s["top5"] += float(np.sum(tm.top5_overlap))
+            s["top10"] += float(np.sum(tm.top10_overlap))
+        diff = np.zeros(n)
+        if has_nll:
+            assert tm.nll_q is not None and tm.nll_ref is not None
+            a = np.asarray(tm.nll_q, dtype=np.float64)
+            b = np.asarray(tm.nll_ref, dtype=np.float64)
+            s["nll_q"] += float(np.sum(a))
+            s["nll_q2"] += float(np.sum(a * a))
+            s["nll_ref"] += float(np.sum(b))
+            s["nll_ref2"] += float(np.sum(b * b))
+            s["nll_qr"] += float(np.sum(a * b))
+            diff = a - b
+            if tm.dp is not None:
+                dp = np.asarray(tm.dp, dtype=np.float64)
+                dp2 = dp * dp
+                s["dp"] += float(np.sum(dp))
+                s["dp2"] += float(np.sum(dp2))
+                s["dp4"] += float(np.sum(dp2 * dp2))
+        self.n += n
+        self.kld_values.append(kld.copy())
+        if window_ids is None:
+            self.block_anon.append(np.stack([kld, diff, np.ones(n)]))
+        else:
+            w = np.asarray(window_ids)
+            if w.shape != (n,):
+                raise MismatchError(f"window ids must have shape ({n},), got {w.shape}")
+            ids, inv = np.unique(w, return_inverse=True)
+            self.block_ids.append(ids)
+            self.block_keyed.append(np.stack([
+                np.bincount(inv, weights=kld, minlength=ids.size),
+                np.bincount(inv, weights=diff, minlength=ids.size),
+                np.bincount(inv, minlength=ids.size).astype(np.float64)]))
+        b = np.clip(np.searchsorted(np.asarray(BUCKET_EDGES[1:-1]), tm.ref_top1_prob,
+                                    side="right"), 0, 4)
+        self.bucket_n += np.bincount(b, minlength=5)
+        self.bucket_kld += np.bincount(b, weights=kld, minlength=5)
+
+    def blocks(self) -> np.ndarray:
+        """(3, n_blocks): per-block KLD sum, NLL-difference sum, token count; keyed blocks in
+        ascending window-id order, then the one-token blocks in arrival order."""
+        parts = []
+        if self.block_ids:
+            ids, inv = np.unique(np.concatenate(self.block_ids), return_inverse=True)
+            vals = np.concatenate(self.block_keyed, axis=1)
+            parts.append(np.stack([np.bincount(inv, weights=vals[k], minlength=ids.size)
+                                   for k in range(3)]))
+        parts.extend(self.block_anon)
+        return np.concatenate(parts, axis=1) if parts else np.zeros((3, 0))
+
+
+def _bootstrap(blocks: np.ndarray, n_boot: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Resampled token-weighted means of KLD and NLL difference, shape (n_boot,) each."""
+    n_blocks = blocks.shape[1]
+    step = max(1, _BOOT_CELLS // n_blocks)
+    kld = np.empty(n_boot)
+    diff = np.empty(n_boot)
+    for lo in range(0, n_boot, step):
+        m = min(step, n_boot - lo)
+        idx = rng.integers(0, n_blocks, size=(m, n_blocks))
+        # sum over drawn blocks = weighted count per block; bincount on flattened rows
+        counts = np.bincount((idx + n_blocks * np.arange(m)[:, None]).ravel(),
+                             minlength=m * n_blocks).reshape(m, n_blocks).astype(np.float64)
+        tot = counts @ blocks.T  # (m, 3)
+        kld[lo:lo + m] = tot[:, 0] / tot[:, 2]
+        diff[lo:lo + m] = tot[:, 1] / tot[:, 2]
+    return kld, diff
+
+
+def _ci(values: np.ndarray) -> tuple[float, float]:
+    a = (1 - CI_LEVEL) / 2
+    lo, hi = np.quantile(values, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def stats_from_parts(parts: Parts, n_boot: int = 1000,
+                     rng: np.random.Generator | None = None) -> FidelityStats:
+    """The statistics of a Parts state (see the module docstring for every formula)."""
+    n = parts.n
+    buckets = tuple(
+        {"lo": BUCKET_EDGES[i], "hi": BUCKET_EDGES[i + 1], "n": int(parts.bucket_n[i]),
+         "kld_mean": float(parts.bucket_kld[i] / parts.bucket_n[i]) if parts.bucket_n[i] else None}
+        for i in range(5))
+    blocks = parts.blocks()
+    n_windows = int(blocks.shape[1])
+    if n == 0:
+        return FidelityStats(n_tokens=0, n_windows=0, kld_buckets=buckets)
+    s = parts.sums
+    v: dict[str, Any] = {"n_tokens": n, "n_windows": n_windows, "kld_buckets": buckets}
+    v["kld_mean"], v["kld_mean_se"] = mean_and_se(s["kld"], s["kld2"], n)
+    srt = np.sort(np.concatenate(parts.kld_values))
+    v["kld_median"] = median_sorted(srt)
+    for key, frac in PERCENTILES.items():
+        v[key] = percentile_sorted(srt, frac)
+    v["kld_max"] = float(srt[-1])
+    v["kld_min"] = float(srt[0])
+    if parts.present["rkld"]:
+        v["rkld_mean"] = s["rkld"] / n
+    if parts.present["jsd"]:
+        v["jsd_mean"] = s["jsd"] / n
+    if parts.present["top"]:
+        v["top5_overlap_mean"] = s["top5"] / n
+        v["top10_overlap_mean"] = s["top10"] / n
+    p_same = s["same"] / n
+    v["same_top1"] = p_same
+    v["same_top1_se"] = math.sqrt(p_same * (1 - p_same) / (n - 1)) if n > 1 else None
+    if parts.present["nll"]:
+        lq, lq_se = mean_and_se(s["nll_q"], s["nll_q2"], n)
+        lr, lr_se = mean_and_se(s["nll_ref"], s["nll_ref2"], n)
+        assert lq is not None and lr is not None
+        cov = covariance(s["nll_q"], s["nll_ref"], s["nll_qr"], n)
+        v["ppl_q"], v["ppl_ref"] = math.exp(lq), math.exp(lr)
+        v["ln_ppl_ratio"] = lq - lr
+        v["ppl_ratio"] = math.exp(lq - lr)
+        v["ppl_diff"] = v["ppl_q"] - v["ppl_ref"]
+        if lq_se is not None and lr_se is not None and cov is not None:
+            v["ppl_q_se"], v["ppl_ref_se"] = v["ppl_q"] * lq_se, v["ppl_ref"] * lr_se
+            v["ln_ppl_ratio_se"] = math.sqrt(max(lq_se ** 2 + lr_se ** 2 - 2 * cov, 0.0))
+            v["ppl_ratio_se"] = v["ppl_ratio"] * v["ln_ppl_ratio_se"]
+            v["ppl_diff_se"] = math.sqrt(max(v["ppl_q_se"] ** 2 + v["ppl_ref_se"] ** 2
+                                             - 2 * v["ppl_q"] * v["ppl_ref"] * cov, 0.0))
+            if lq_se > 0 and lr_se > 0:
+                v["ln_ppl_cor"] = cov / (lq_se * lr_se)
+    if parts.present["nll"] and parts.present["dp"]:
+        v["dp_mean"], v["dp_mean_se"] = mean_and_se(s["dp"], s["dp2"], n)
+        mse, mse_se = mean_and_se(s["dp2"], s["dp4"], n)
+        assert mse is not None
+        v["rms_dp"] = math.sqrt(mse) if mse > 0 else 0.0
+        if mse_se is not None and v["rms_dp"] > 0:
+            v["rms_dp_se"] = 0.5 / v["rms_dp"] * mse_se
+    if n_boot > 0 and n_windows >= 2:
+        gen = rng if rng is not None else np.random.default_rng(0)
+        bk, bd = _bootstrap(blocks, n_boot, gen)
+        v["kld_mean_ci_low"], v["kld_mean_ci_high"] = _ci(bk)
+        if parts.present["nll"]:
+            v["ln_ppl_ratio_ci_low"], v["ln_ppl_ratio_ci_high"] = _ci(bd)
+    return FidelityStats(**v)
+
+
+def summarize(tm: TokenMetrics, windows: np.ndarray | None = None, *, n_boot: int = 1000,
+              rng: np.random.Generator | None = None) -> FidelityStats:
+    """Statistics of per-token metrics; windows: (T,) window id of each token (the bootstrap
+    blocks), or None to treat each token as its own block. rng: seeded generator for the
+    bootstrap (None -> np.random.default_rng(0), so results are reproducible)."""
+    parts = Parts()
+    parts.add(tm, windows)
+    return stats_from_parts(parts, n_boot=n_boot, rng=rng)

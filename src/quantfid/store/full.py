@@ -1,0 +1,179 @@
+"""Full reference store: every scored token's log-probs over the whole vocabulary.
+
+Layout of the store directory (see ``quantfid.store.meta`` for the header):
+
+- ``meta.json``: header (``kind = "full"``, ``extra.dtype`` = ``"float32"`` or ``"float16"``);
+- ``tokens.npy``: int32 (n_windows, ctx) window token ids;
+- ``windows/NNNNNN.npy``: one file per window, (n_scored, vocab) log-probs, memory-mapped on
+  read. Log-probs are the row-wise log-softmax of what was appended, computed in float64
+  and stored in the chosen dtype (float16 keeps ~3 significant digits: its rounding error
+  is <= 2**-11 relative per log-prob).
+
+Written atomically (``StoreDirWriter``): an interrupted write leaves no directory a reader
+accepts. ``FullStore.metrics_against`` re-normalises both sides with the metrics engine
+(``quantfid.metrics.token.token_metrics``), so KL(P_ref || P_q) etc. are in nats.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from quantfid.errors import FormatError, MismatchError
+from quantfid.metrics.types import TokenMetrics
+from quantfid.store.meta import (
+    TOKENS_NAME,
+    StoreDirWriter,
+    StoreMeta,
+    as_float_rows,
+    check_compatible,
+    log_softmax64,
+    tokens_hash,
+)
+
+DTYPES = ("float32", "float16")
+
+
+def _window_name(i: int) -> str:
+    return f"windows/{i:06d}.npy"
+
+
+class FullStoreWriter:
+    """Streams windows into a new full store; ``close()`` publishes it atomically.
+
+    ``append(window_logp, window_tokens)``: (n_scored, vocab) logits or log-probs of one
+    window (numpy or torch) and its (ctx,) token ids.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, model_id: str, tokenizer_id: str,
+                 vocab_size: int, ctx: int, scoring: str = "llamacpp",
+                 model_hash: str | None = None, corpus_hash: str | None = None,
+                 dtype: str = "float32", overwrite: bool = False) -> None:
+        if dtype not in DTYPES:
+            raise MismatchError(f"full store dtype must be one of {DTYPES}, got {dtype!r}")
+        self.meta = StoreMeta(kind="full", model_id=model_id, tokenizer_id=tokenizer_id,
+                              vocab_size=int(vocab_size), ctx=int(ctx), scoring=scoring,
+                              model_hash=model_hash, corpus_hash=corpus_hash,
+                              extra={"dtype": dtype})
+        self.dtype = np.dtype(dtype)
+        self._dir = StoreDirWriter(path, overwrite=overwrite)
+        (self._dir.tmp / "windows").mkdir()
+        self._tokens: list[np.ndarray] = []
+
+    @property
+    def n_windows(self) -> int:
+        return len(self._tokens)
+
+    def append(self, window_logp: Any, window_tokens: Any) -> None:
+        m = self.meta
+        tok = np.asarray(window_tokens.cpu().numpy() if hasattr(window_tokens, "cpu")
+                         else window_tokens)
+        if tok.shape != (m.ctx,):
+            raise MismatchError(f"window {self.n_windows}: expected {m.ctx} token ids, "
+                                f"got shape {tok.shape}")
+        rows = as_float_rows(window_logp, m.n_scored, m.vocab_size, f"window {self.n_windows}")
+        logp = log_softmax64(rows).astype(self.dtype)
+        with open(self._dir.file(_window_name(self.n_windows)), "wb") as fh:
+            np.save(fh, logp)
+        self._tokens.append(tok.astype(np.int32))
+
+    def close(self) -> FullStore:
+        tokens = (np.stack(self._tokens) if self._tokens
+                  else np.zeros((0, self.meta.ctx), np.int32))
+        meta = StoreMeta(**{**self.meta.to_json(), "n_windows": len(self._tokens),
+                            "tokens_hash": tokens_hash(tokens)})
+        self._dir.commit(meta, tokens)
+        return FullStore(self._dir.path)
+
+    def abort(self) -> None:
+        self._dir.abort()
+
+    def __enter__(self) -> FullStoreWriter:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if et is not None:
+            self.abort()
+        elif not self._dir.done:
+            self.close()
+
+
+class FullStore:
+    """Reader of a full store (memory-mapped windows)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.meta = StoreMeta.load(self.path)
+        if self.meta.kind != "full":
+            raise FormatError(f"{self.path}: a {self.meta.kind!r} store, not a full store")
+        dtype = self.meta.extra.get("dtype")
+        if dtype not in DTYPES:
+            raise FormatError(f"{self.path}: unknown dtype {dtype!r} in header")
+        self.dtype = np.dtype(dtype)
+        try:
+            self.tokens: np.ndarray = np.load(self.path / TOKENS_NAME, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise FormatError(f"{self.path / TOKENS_NAME}: unreadable: {e}") from e
+        want = (self.meta.n_windows, self.meta.ctx)
+        if self.tokens.shape != want:
+            raise FormatError(f"{self.path / TOKENS_NAME}: shape {self.tokens.shape}, header "
+                              f"says {want}")
+        if tokens_hash(np.asarray(self.tokens)) != self.meta.tokens_hash:
+            raise FormatError(f"{self.path}: token ids do not match the header's tokens_hash")
+
+    @property
+    def n_windows(self) -> int:
+        return self.meta.n_windows
+
+    @property
+    def n_scored(self) -> int:
+        return self.meta.n_scored
+
+    def _window(self, w: int) -> int:
+        if not 0 <= w < self.n_windows:
+            raise MismatchError(f"{self.path}: window {w} out of range [0, {self.n_windows})")
+        return w
+
+    def logp(self, w: int) -> np.ndarray:
+        """Log-probs of window ``w``: memory-mapped (n_scored, vocab) array in the store dtype."""
+        p = self.path / _window_name(self._window(w))
+        try:
+            arr: np.ndarray = np.load(p, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise FormatError(f"{p}: unreadable window file: {e}") from e
+        want = (self.meta.n_scored, self.meta.vocab_size)
+        if arr.shape != want or arr.dtype != self.dtype:
+            raise FormatError(f"{p}: shape {arr.shape} dtype {arr.dtype}, expected {want} "
+                              f"{self.dtype}")
+        return arr
+
+    def targets(self, w: int) -> np.ndarray:
+        """Next-token ids of window ``w``'s scored positions, (n_scored,) int64."""
+        return np.asarray(self.tokens[self._window(w), self.meta.first + 1:], dtype=np.int64)
+
+    def check_tokens(self, tokens: np.ndarray) -> None:
+        """MismatchError unless ``tokens`` (n_windows, ctx) are this store's token ids."""
+        check_compatible(self.meta, tokens=tokens, stored_tokens=np.asarray(self.tokens))
+
+    def metrics_against(self, w: int, q: Any, targets: np.ndarray | None = None, *,
+                        extras: bool = True) -> TokenMetrics:
+        """Per-token metrics of quant logits/log-probs ``q`` (n_scored, vocab) for window ``w``.
+
+        ``targets`` defaults to the stored next tokens; given, they must equal them.
+        """
+        t = self.targets(w)
+        if targets is not None and not np.array_equal(np.asarray(targets), t):
+            raise MismatchError(f"{self.path}: targets differ from the stored tokens of "
+                                f"window {w}")
+        from quantfid.metrics.token import token_metrics
+
+        ref = self.logp(w)
+        if ref.dtype != np.float32:
+            ref = ref.astype(np.float32)
+        qa = as_float_rows(q, self.meta.n_scored, self.meta.vocab_size, f"quant window {w}")
+        return token_metrics(ref, qa, t, extras=extras)

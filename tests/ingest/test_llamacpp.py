@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from quantfid.errors import FormatError
+from quantfid.ingest import llamacpp
+from quantfid.metrics.types import STATS_KEYS
+
+
+def _printed(text: str, label: str) -> list[float]:
+    """The numbers after ``label:`` on the line that starts with it (plain string scan)."""
+    for line in text.splitlines():
+        if line.startswith(label):
+            rest = line.split(":", 1)[1] if label[-1] != ":" else line[len(label):]
+            return [float(x) for x in re.findall(r"-?\d+\.\d+", rest)]
+    raise AssertionError(label)
+
+
+def test_kld_block_maps_to_stats_keys(fix):
+    path = fix / "llamacpp/kld_q4.log"
+    text = path.read_text()
+    res = llamacpp.read([path], "q4", reference="ref", corpus="wiki")
+    (row,) = res.fidelity
+    assert set(STATS_KEYS) <= set(row)
+    assert [row["kld_mean"], row["kld_mean_se"]] == _printed(text, "Mean    KLD:")
+    assert row["kld_max"] == _printed(text, "Maximum KLD:")[0]
+    assert row["kld_p99_9"] == _printed(text, "99.9%   KLD:")[0]
+    assert row["kld_p99"] == _printed(text, "99.0%   KLD:")[0]
+    assert row["kld_p95"] == _printed(text, "95.0%   KLD:")[0]
+    assert row["kld_p90"] == _printed(text, "90.0%   KLD:")[0]
+    assert row["kld_median"] == _printed(text, "Median  KLD:")[0]
+    assert row["kld_min"] == _printed(text, "Minimum KLD:")[0]
+    assert row["ppl_q"] == _printed(text, "Mean PPL(Q)  ")[0]
+    assert row["ppl_ref"] == _printed(text, "Mean PPL(base)")[0]
+    assert [row["ln_ppl_ratio"], row["ln_ppl_ratio_se"]] == _printed(text, "Mean ln(PPL(Q)/PPL(base))")
+    assert row["ppl_ratio"] == _printed(text, "Mean PPL(Q)/PPL(base)")[0]
+    assert row["ppl_diff"] == _printed(text, "Mean PPL(Q)-PPL(base)")[0]
+    # percent -> fractions
+    assert row["same_top1"] == pytest.approx(_printed(text, "Same top p:")[0] / 100)
+    assert row["same_top1_se"] == pytest.approx(_printed(text, "Same top p:")[1] / 100)
+    assert row["rms_dp"] == pytest.approx(_printed(text, "RMS Δp    :")[0] / 100)
+    assert row["dp_mean"] == pytest.approx(_printed(text, "Mean    Δp:")[0] / 100)
+    assert row["rkld_mean"] is None and row["jsd_mean"] is None
+    assert (row["model"], row["reference"], row["corpus"], row["ctx"], row["scoring"]) == \
+        ("q4", "ref", "wiki", 512, "llamacpp")
+    assert row["n_windows"] == 3 and row["n_tokens"] == 3 * (512 - 1 - 256)
+    assert not res.outcomes and not res.warnings
+
+
+def test_ctx_override_corpus_required(fix):
+    path = fix / "llamacpp/kld_q4.log"
+    row = llamacpp.read([path], "q4", corpus="wiki", ctx=1024).fidelity[0]
+    assert row["ctx"] == 1024 and row["n_tokens"] == 3 * (1024 - 1 - 512)
+    with pytest.raises(FormatError, match="give --corpus"):
+        llamacpp.read([path], "q4")
+
+
+def test_short_log_uses_last_chunk_row(fix):
+    res = llamacpp.read([fix / "llamacpp/kld_short_q4.log"], "q4", corpus="wiki")
+    row = res.fidelity[0]
+    # last per-chunk row: 3  9.8760 ± 0.1170  0.00401 ± 0.00131  0.01201 ± 0.00035  3.077 ± 0.059 %  95.443 ± 0.532 %
+    assert (row["ppl_q"], row["ln_ppl_ratio"], row["kld_mean"], row["kld_mean_se"]) == \
+        (9.876, 0.00401, 0.01201, 0.00035)
+    assert row["rms_dp"] == pytest.approx(0.03077) and row["same_top1"] == pytest.approx(0.95443)
+    assert row["kld_median"] is None
+    assert any("last per-chunk row" in w for w in res.warnings)
+
+
+def test_winogrande_tasks(fix):
+    path = fix / "llamacpp/winogrande_ref.log"
+    res = llamacpp.read([path], "ref")
+    got = {o.prompt_id: o for o in res.outcomes}
+    rows = [line.split() for line in path.read_text().splitlines()
+            if re.match(r"^\d+\t", line)]
+    assert len(got) == len(rows) == 6
+    for r in rows:  # independent: choice = 1 if score1 > score2 else 2, passed = choice == answer
+        s1, s2, ans = float(r[2]), float(r[3]), int(r[5])
+        o = got[r[0]]
+        assert o.passed == ((1 if s1 > s2 else 2) == ans)
+        assert o.score == pytest.approx((s1 - s2) if ans == 1 else (s2 - s1))
+        assert o.benchmark == "winogrande" and o.source == "llama-perplexity"
+    assert not res.fidelity
+
+
+def test_winogrande_running_accuracy_must_agree(copy_fixture):
+    p = copy_fixture("llamacpp/winogrande_ref.log")
+    text = p.read_text().replace("3\t33.3333\t", "3\t66.6667\t")
+    p.write_text(text)
+    with pytest.raises(FormatError, match=r"winogrande_ref.log:6: running accuracy 66.6667"):
+        llamacpp.read([p], "ref")
+
+
+def test_hellaswag_from_running_accuracy(fix):
+    res = llamacpp.read([fix / "llamacpp/hellaswag_ref.log"], "ref")
+    assert [o.passed for o in sorted(res.outcomes, key=lambda o: int(o.prompt_id))] == \
+        [True, False, False, True, True]
+    assert {o.benchmark for o in res.outcomes} == {"hellaswag"}
+
+
+def test_not_a_perplexity_log(tmp_path):
+    p = tmp_path / "x.log"
+    p.write_text("hello\nworld\n")
+    with pytest.raises(FormatError, match=r"x\.log: no KL divergence statistics and no per-task"):
+        llamacpp.read([p], "m")
