@@ -59,9 +59,16 @@ def test_streaming_equals_batch(seed: int, n: int, cuts: list[int], targets: boo
     # window ids in any order (not sorted), windows may span several updates
     windows = rng.integers(0, n_windows, n) * 7 - 3 if windowed else None
     bounds = sorted({0, n, *(c for c in cuts if c <= n)})
-    acc = FidelityAccumulator()
-    for lo, hi in itertools.pairwise(bounds):
-        acc.update(_slice(tm, lo, hi), None if windows is None else windows[lo:hi])
+    # every other chunk goes through a second accumulator, merged in order
+    acc, pending = FidelityAccumulator(), None
+    for k, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        part = (_slice(tm, lo, hi), None if windows is None else windows[lo:hi])
+        if k % 2 == 0:
+            acc.update(*part)
+        else:
+            pending = FidelityAccumulator()
+            pending.update(*part)
+            acc.merge(pending)
     assert acc.n_tokens == n
     streamed = acc.result(n_boot=200, rng=np.random.default_rng(seed + 1)).to_json()
     batch = summarize(tm, windows, n_boot=200, rng=np.random.default_rng(seed + 1)).to_json()

@@ -128,6 +128,9 @@ def test_float32_inputs_accumulate_in_float64() -> None:
     # same values once widened: float32 input loses nothing in the arithmetic
     for k, v in f32.arrays().items():
         np.testing.assert_allclose(v, f64.arrays()[k], rtol=1e-12, atol=1e-16, err_msg=k)
+    mixed = token_metrics(ref, quant.astype(np.float64), t)
+    for k, v in mixed.arrays().items():
+        np.testing.assert_array_equal(v, f64.arrays()[k], err_msg=k)
     # a float32 computation (torch, float32 accumulation) is much further off than that
     lr = torch.log_softmax(torch.from_numpy(ref), -1)
     lq = torch.log_softmax(torch.from_numpy(quant), -1)
@@ -172,6 +175,14 @@ def test_non_finite_rejected_with_position(bad: float, which: str) -> None:
     target[290, 2] = bad  # only the first bad position is named
     with pytest.raises(QuantfidError, match=rf"in {which} logits at token position 270 \(vocab index 13\)"):
         token_metrics(ref, quant, chunk=256)
+
+
+def test_overflowing_logits_rejected() -> None:
+    ref = np.zeros((3, 4))
+    quant = np.zeros((3, 4))
+    ref[1, 0], quant[1, 1] = 1e308, -1e308
+    with pytest.raises(QuantfidError, match="position 1 are too large"):
+        token_metrics(ref, quant)
 
 
 def test_shape_and_vocab_mismatch() -> None:

@@ -35,17 +35,19 @@ def make_tiny_tokenizer(vocab_size: int = 384, add_bos: bool = False, chars: int
 
 def make_tiny_llama(path: str | Path, seed: int = 0, vocab_size: int = 384, hidden: int = 64,
                     layers: int = 2, add_bos: bool = False, init_std: float = 0.2,
-                    max_positions: int = 4096) -> Path:
+                    max_positions: int = 4096, tokenizer_chars: int = 40_000) -> Path:
     """Save a random ``LlamaForCausalLM`` (float32 safetensors) and its tokenizer to ``path``.
 
     init_std: weight scale; larger than transformers' 0.02 so that the output
     distributions are far from uniform and quantization error is visible.
+    tokenizer_chars: characters of ``docs`` the tokenizer is trained on (another value gives
+    another vocabulary of the same size).
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tok = make_tiny_tokenizer(vocab_size, add_bos=add_bos)
+    tok = make_tiny_tokenizer(vocab_size, add_bos=add_bos, chars=tokenizer_chars)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=max_positions, bos_token_id=0, eos_token_id=1,

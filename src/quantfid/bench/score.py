@@ -15,8 +15,9 @@ tests and ``benchmarks/bench_prompts.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,12 @@ class ChoiceResult:
     loglik: np.ndarray
     is_greedy: np.ndarray
     gold_logprobs: torch.Tensor | None = None
+
+
+def _out_cache(out: object) -> Any:
+    """The key/value cache of a model output (``cache`` in transformers 5, else the old name)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 def _gather(lsm: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -67,7 +74,7 @@ def _score_batch(module: torch.nn.Module, batch: Sequence[EncodedPrompt], device
     logits2: torch.Tensor | None = None
     if l_max > 0:
         idx = torch.tensor([b for b, _ in rows], dtype=torch.long)
-        cache = out.past_key_values
+        cache = _out_cache(out)
         cache.reorder_cache(idx.to(device))
         cids = torch.zeros(len(rows), l_max, dtype=torch.long)
         cmask = torch.zeros(len(rows), l_max, dtype=torch.long)
@@ -77,7 +84,7 @@ def _score_batch(module: torch.nn.Module, batch: Sequence[EncodedPrompt], device
         amask = torch.cat([mask[idx], cmask], dim=1)
         cpos = torch.tensor(plen, dtype=torch.long)[idx][:, None] + torch.arange(l_max)[None, :]
         out2 = module(input_ids=cids.to(device), attention_mask=amask.to(device),
-                      position_ids=cpos.to(device), past_key_values=cache, use_cache=False)
+                      position_ids=cpos.to(device), cache=cache, use_cache=False)
         logits2 = out2.logits
 
     results: list[ChoiceResult] = []
@@ -109,25 +116,35 @@ def _score_batch(module: torch.nn.Module, batch: Sequence[EncodedPrompt], device
     return results
 
 
-def score_prompts(module: torch.nn.Module, prompts: Sequence[EncodedPrompt],
-                  device: torch.device | str = "cpu", batch_size: int = 4,
-                  want_gold_logprobs: bool = False,
-                  on_batch: Callable[[int], None] | None = None) -> list[ChoiceResult]:
-    """Score every prompt's choices with prefix sharing; results in input order.
+def iter_scores(module: torch.nn.Module, prompts: Sequence[EncodedPrompt],
+                device: torch.device | str = "cpu", batch_size: int = 4,
+                want_gold_logprobs: bool = False,
+                order: Sequence[int] | None = None) -> Iterator[tuple[int, ChoiceResult]]:
+    """Yield ``(index, result)`` batch by batch, in processing order.
 
-    Prompts are grouped into batches of ``batch_size`` after sorting by context length
-    (less padding); ``on_batch(n)`` is called after each batch with its prompt count.
+    ``order`` (a permutation of the prompt indices) sets that order; by default prompts are
+    sorted by context length (less padding). Consecutive prompts of ``order`` are batched
+    ``batch_size`` at a time. Streaming keeps at most one batch of gold log-probs alive.
     """
     dev = torch.device(device)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].context))
+    idx = list(order) if order is not None else sorted(range(len(prompts)),
+                                                         key=lambda i: len(prompts[i].context))
+    if sorted(idx) != list(range(len(prompts))):
+        raise ValueError("order must be a permutation of the prompt indices")
+    step = max(1, batch_size)
+    for start in range(0, len(idx), step):
+        chunk = idx[start:start + step]
+        res = _score_batch(module, [prompts[i] for i in chunk], dev, want_gold_logprobs)
+        yield from zip(chunk, res, strict=True)
+
+
+def score_prompts(module: torch.nn.Module, prompts: Sequence[EncodedPrompt],
+                  device: torch.device | str = "cpu", batch_size: int = 4,
+                  want_gold_logprobs: bool = False) -> list[ChoiceResult]:
+    """Score every prompt's choices with prefix sharing; results in input order."""
     out: list[ChoiceResult | None] = [None] * len(prompts)
-    for start in range(0, len(order), max(1, batch_size)):
-        chunk = order[start:start + max(1, batch_size)]
-        for i, res in zip(chunk, _score_batch(module, [prompts[i] for i in chunk], dev,
-                                              want_gold_logprobs), strict=True):
-            out[i] = res
-        if on_batch is not None:
-            on_batch(len(chunk))
+    for i, res in iter_scores(module, prompts, device, batch_size, want_gold_logprobs):
+        out[i] = res
     return [r for r in out if r is not None]
 
 

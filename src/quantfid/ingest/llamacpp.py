@@ -45,7 +45,9 @@ SCORING = "llamacpp"
 CI_KEYS = ("kld_mean_ci_low", "kld_mean_ci_high", "ln_ppl_ratio_ci_low", "ln_ppl_ratio_ci_high")
 
 _NUM = r"[-+]?(?:nan|inf|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)"
-_PM = r"\s*(?:±|\+/-)\s*"
+# "±" and "Δ" as printed (UTF-8), or mangled by a log viewer / wrong decoding
+_PM = r"\s*(?:±|\+/-|Â±|\ufffd{1,2})\s*"
+_D = r"(?:Δ|Î.|\ufffd{1,2})"
 # label regex -> (value key, se key or None, divide by 100)
 _STAT_LINES: list[tuple[re.Pattern[str], str, str | None, bool]] = [
     (re.compile(rf"Mean PPL\(Q\)\s*:\s*({_NUM}){_PM}({_NUM})"), "ppl_q", None, False),
@@ -62,13 +64,15 @@ _STAT_LINES: list[tuple[re.Pattern[str], str, str | None, bool]] = [
     (re.compile(rf"90\.0%\s+KLD:\s*({_NUM})"), "kld_p90", None, False),
     (re.compile(rf"Median\s+KLD:\s*({_NUM})"), "kld_median", None, False),
     (re.compile(rf"Minimum KLD:\s*({_NUM})"), "kld_min", None, False),
-    (re.compile(rf"Mean\s+Δp:\s*({_NUM}){_PM}({_NUM})\s*%"), "dp_mean", None, True),
-    (re.compile(rf"RMS Δp\s*:\s*({_NUM}){_PM}({_NUM})\s*%"), "rms_dp", None, True),
+    (re.compile(rf"Mean\s+{_D}p:\s*({_NUM}){_PM}({_NUM})\s*%"), "dp_mean", None, True),
+    (re.compile(rf"RMS {_D}p\s*:\s*({_NUM}){_PM}({_NUM})\s*%"), "rms_dp", None, True),
     (re.compile(rf"Same top p:\s*({_NUM}){_PM}({_NUM})\s*%"), "same_top1", "same_top1_se", True),
 ]
 _CHUNK_ROW = re.compile(
-    rf"^\s*(\d+)\s+({_NUM}){_PM}({_NUM})\s+({_NUM}){_PM}({_NUM})\s+({_NUM}){_PM}({_NUM})"
+    rf"(?:^|\s)(\d+)\s+({_NUM}){_PM}({_NUM})\s+({_NUM}){_PM}({_NUM})\s+({_NUM}){_PM}({_NUM})"
     rf"\s+({_NUM}){_PM}({_NUM})\s*%\s+({_NUM}){_PM}({_NUM})\s*%\s*$")
+# any per-chunk row (older llama.cpp printed fewer columns): only counted
+_ANY_CHUNK_ROW = re.compile(rf"(?:^|\s)(\d+)(?:\s+{_NUM}{_PM}{_NUM}\s*%?){{3,}}\s*$")
 _N_CTX = re.compile(r"\bn_ctx\s*=\s*(\d+)\b")
 _WINO = re.compile(rf"(?:^|\s)(\d+)\t({_NUM})\t\s*({_NUM})\s+({_NUM})\s+([12])\s+([12])\s*$")
 _MC_HEADER = re.compile(r"(?:^|\s)task\tacc_norm(\t95% confidence interval)?\s*$")
@@ -91,10 +95,10 @@ def parse_kld(lines: list[str], path: Path) -> tuple[dict[str, Any], int, list[s
     chunks = 0
     last_row: re.Match[str] | None = None
     for n, line in enumerate(lines, 1):
-        row = _CHUNK_ROW.match(line)
-        if row:
-            chunks = max(chunks, int(row[1]))
-            last_row = row
+        any_row = _ANY_CHUNK_ROW.search(line)
+        if any_row:
+            chunks = max(chunks, int(any_row[1]))
+            last_row = _CHUNK_ROW.search(line) or last_row
             continue
         for rx, key, se_key, pct in _STAT_LINES:
             m = rx.search(line)

@@ -76,6 +76,8 @@ def _legacy_task(path: Path) -> str:
         raise FormatError(f"{path}: an lm-eval v0.4.0-0.4.2 samples file names its task only "
                           f"together with results.json, which is not next to it")
     data = read_json(res)
+    if not isinstance(data, dict):
+        raise FormatError(f"{res}: expected a JSON object (lm-eval results)")
     names = list((data.get("configs") or {}).keys()) + list((data.get("results") or {}).keys())
     hits = [t for t in names if path.stem.endswith("_" + t) or path.stem == t]
     if not hits:
@@ -149,17 +151,24 @@ def _classify_in_dir(path: Path) -> SamplesFile | None:
 
 
 def find_results(sf: SamplesFile) -> Path | None:
-    """The results file of the same run: ``results_<date>.json`` with the samples' date;
-    else the newest ``results_*.json`` beside it that lists the task; else ``results.json``."""
+    """The results file of the same run: ``results_<date>.json`` (or ``<stem>_<date>.json``
+    when lm-eval's --output_path named a .json file) with the samples' date; else the
+    newest ``results_*.json`` beside it that lists the task; else ``results.json``."""
     d = sf.path.parent
     if sf.date is not None:
         same = d / f"results_{sf.date}.json"
         if same.exists():
             return same
+        # --output_path ending in .json: results are written as <stem>_<date>.json
+        stems = sorted(d.glob(f"*_{sf.date}.json"))
+        if len(stems) == 1:
+            return stems[0]
         others = sorted((p for p in d.glob("results_*.json") if _RESULTS_RE.match(p.name)),
                         reverse=True)
         for p in others:
             data = read_json(p)
+            if not isinstance(data, dict):
+                continue
             if sf.task in (data.get("configs") or {}) or sf.task in (data.get("results") or {}):
                 return p
     legacy = d / "results.json"
@@ -347,7 +356,7 @@ def read(paths: list[Path], model: str, *, tasks: set[str] | None = None,
                         {**info, "filter": f, "samples_file": sf.path.name}, files)
         if len(res.outcomes) == n_before:
             res.warnings.append(f"{sf.path}: task {sf.task!r} has no pass/fail metric "
-                                f"({' / '.join(PASS_METRICS)}); skipped")
+                                f"({' / '.join((*PASS_METRICS, NORM_METRIC))}); skipped")
     if not res.outcomes:
         raise FormatError("no lm-eval outcomes read from " + ", ".join(map(str, paths)) +
                           (": " + "; ".join(res.warnings) if res.warnings else ""))
@@ -373,11 +382,11 @@ def _add_filter(res: IngestResult, samples: list[tuple[str, dict[str, Any]]], mo
                 info: dict[str, Any], files: list[Path]) -> None:
     first = samples[0][1]
     metric = _pick_metric(_metric_keys(first))
-    if metric is None:
-        return
-    names = [(metric, base)]
+    names = [] if metric is None else [(metric, base)]
     if NORM_METRIC in first:
         names.append((NORM_METRIC, f"{base}:{NORM_METRIC}"))
+    if not names:
+        return
     for m, bench in names:
         res.benchmarks[bench] = {**info, "source": SOURCE, "metric": m, "n": len(samples)}
         res.files[bench] = files

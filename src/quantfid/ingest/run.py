@@ -21,7 +21,7 @@ from quantfid.ingest import evalplus, livecodebench, llamacpp, lm_eval, table
 from quantfid.ingest import prompts as prompts_mod
 from quantfid.ingest.common import DEFAULT_PASS_THRESHOLD, IngestResult, unit_hash
 from quantfid.ingest.validate import StoredOutcomes, check_benchmark
-from quantfid.records import Model
+from quantfid.records import Model, Outcome
 
 FORMATS = ("lm-eval", "livecodebench", "evalplus", "llamacpp", "table")
 
@@ -125,7 +125,9 @@ def ingest(ws: Any, fmt: str, paths: list[Path], model: str, *, reference: bool 
         uh = unit_hash(res.files[bench], options)
         info = res.benchmarks.get(bench, {})
         if ws.has_part("outcomes", part, uh):
-            summaries.append(BenchmarkSummary(bench, len(outs), _acc(outs), "unchanged", part))
+            gone = _dropped_before(manifest, model, bench)
+            kept = [o for o in outs if o.prompt_id not in gone]
+            summaries.append(BenchmarkSummary(bench, len(kept), _acc(kept), "unchanged", part))
             continue
         status = "replaced" if ws.has_part("outcomes", part) else "new"
         if stored is None:
@@ -144,9 +146,7 @@ def ingest(ws: Any, fmt: str, paths: list[Path], model: str, *, reference: bool 
             "info": info, "dropped": list(chk.dropped_new),
             "dropped_others": chk.dropped_others}
         new_benchmarks[bench] = {"source": info.get("source", fmt), "metric": info.get("metric")}
-        stored.put(part, uh, [{"model": o.model, "benchmark": o.benchmark,
-                               "prompt_id": o.prompt_id, "prompt_hash": o.prompt_hash}
-                              for o in chk.outcomes])
+        stored.put(part, uh, [_row(o) for o in chk.outcomes])
         summaries.append(BenchmarkSummary(bench, len(chk.outcomes), _acc(chk.outcomes), status,
                                           part, chk.dropped_new, chk.dropped_others))
     if entries:
@@ -161,6 +161,25 @@ def ingest(ws: Any, fmt: str, paths: list[Path], model: str, *, reference: bool 
         if not ws.has_part("fidelity", part, uh):
             ws.write_part("fidelity", part, [row], uh)
     return IngestSummary(model, fmt, tuple(summaries), tuple(res.fidelity), tuple(res.warnings))
+
+
+def _dropped_before(manifest: dict[str, Any], model: str, bench: str) -> set[str]:
+    """Prompt ids of ``model`` on ``bench`` that earlier --intersect runs dropped."""
+    gone: set[str] = set()
+    for key, e in manifest.get("ingest", {}).items():
+        if key == f"{model}::{bench}":
+            gone.update(e.get("dropped", []))
+        elif key.endswith(f"::{bench}"):
+            gone.update((e.get("dropped_others") or {}).get(model, []))
+    return gone
+
+
+def _row(o: Outcome) -> dict[str, Any]:
+    """``o.to_dict()`` without dataclasses.asdict's deep copies (Outcome holds scalars)."""
+    return {f.name: getattr(o, f.name) for f in _OUTCOME_FIELDS}
+
+
+_OUTCOME_FIELDS = dataclasses.fields(Outcome)
 
 
 def _acc(outs: list[Any]) -> float:

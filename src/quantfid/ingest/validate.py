@@ -24,7 +24,7 @@ from quantfid.errors import FormatError, MismatchError
 from quantfid.records import Outcome
 
 # Benchmark facts that must agree between models (intersection cannot repair them).
-INFO_KEYS = ("filter", "n_shot", "dataset_hash", "metric")
+INFO_KEYS = ("filter", "n_shot", "dataset_hash")
 _SHOW = 5
 
 
@@ -106,9 +106,13 @@ def diff_sets(model: str, other: str, benchmark: str, mine: dict[str, str | None
 
 @dataclass
 class StoredOutcomes:
-    """The workspace's outcomes part by part (to compare and, on --intersect, rewrite)."""
+    """The workspace's outcomes part by part (to compare and, on --intersect, rewrite).
 
-    parts: list[tuple[str, str | None, list[dict[str, Any]]]] = field(default_factory=list)
+    ``parts``: part name -> (unit hash, rows); ``index``: benchmark -> part names holding it.
+    """
+
+    parts: dict[str, tuple[str | None, list[dict[str, Any]]]] = field(default_factory=dict)
+    index: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, ws: Any) -> StoredOutcomes:
@@ -121,29 +125,33 @@ class StoredOutcomes:
             meta = t.schema.metadata or {}
             name = meta.get(b"part", p.stem.encode()).decode()
             h = meta.get(b"unit_hash")
-            out.parts.append((name, h.decode() if h else None, t.to_pylist()))
+            out.put(name, h.decode() if h else None, t.to_pylist())
         return out
 
     def put(self, part: str, unit_hash: str | None, rows: list[dict[str, Any]]) -> None:
-        """Record a part just written (replacing a stored one of that name)."""
-        self.parts = [p for p in self.parts if p[0] != part]
-        self.parts.append((part, unit_hash, rows))
+        """Record a part (replacing a stored one of that name)."""
+        for names in self.index.values():
+            names.discard(part)
+        self.parts[part] = (unit_hash, rows)
+        for r in rows:
+            self.index.setdefault(r.get("benchmark"), set()).add(part)  # type: ignore[arg-type]
 
     def prompt_sets(self, benchmark: str, skip_part: str | None = None
                     ) -> dict[str, dict[str, str | None]]:
         """model -> {prompt id: hash} for ``benchmark`` (parts other than ``skip_part``)."""
         sets: dict[str, dict[str, str | None]] = {}
-        for name, _, rows in self.parts:
+        for name in sorted(self.index.get(benchmark, ())):
             if name == skip_part:
                 continue
-            for r in rows:
+            for r in self.parts[name][1]:
                 if r.get("benchmark") == benchmark:
                     sets.setdefault(r["model"], {})[str(r["prompt_id"])] = r.get("prompt_hash")
         return sets
 
     def other_parts_with(self, model: str, benchmark: str, part: str) -> list[str]:
-        return [name for name, _, rows in self.parts if name != part and any(
-            r.get("model") == model and r.get("benchmark") == benchmark for r in rows)]
+        return sorted(name for name in self.index.get(benchmark, ()) if name != part and any(
+            r.get("model") == model and r.get("benchmark") == benchmark
+            for r in self.parts[name][1]))
 
     def restrict(self, ws: Any, benchmark: str, keep: set[str], exclude_model: str
                  ) -> dict[str, list[str]]:
@@ -151,7 +159,8 @@ class StoredOutcomes:
         ``exclude_model``; rewrite the touched parts with their unit hash. Returns
         model -> dropped prompt ids."""
         dropped: dict[str, list[str]] = {}
-        for i, (name, h, rows) in enumerate(self.parts):
+        for name in sorted(self.index.get(benchmark, ())):
+            h, rows = self.parts[name]
             kept = []
             for r in rows:
                 if (r.get("benchmark") == benchmark and r.get("model") != exclude_model
@@ -164,7 +173,7 @@ class StoredOutcomes:
                     ws.write_part("outcomes", name, kept, h)
                 else:
                     ws.drop_part("outcomes", name)
-                self.parts[i] = (name, h, kept)
+                self.put(name, h, kept)
         return dropped
 
 

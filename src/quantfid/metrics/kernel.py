@@ -22,6 +22,7 @@ Divergences are clamped at 0 (they are >= 0 mathematically; rounding can give -1
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit, prange, types
@@ -38,15 +39,17 @@ _LN2 = 0.6931471805599453
 _EXP_MIN = -700.0  # exp(x) for x below this is taken as 0 (e^-700 ~ 1e-304)
 
 
-@intrinsic
-def _i64_as_f64(typingctx: object, x: types.Type) -> tuple[types.Signature, object]:
-    """Reinterpret the bits of an int64 as a float64 (LLVM bitcast; vectorises)."""
+def _bitcast_i64_f64(typingctx: Any, x: Any) -> tuple[Any, Any]:
+    """Reinterpret the bits of an int64 as a float64 (an LLVM bitcast, so loops vectorise)."""
     sig = types.float64(types.int64)
 
-    def codegen(context: object, builder: object, signature: object, args: list[object]) -> object:
-        return builder.bitcast(args[0], context.get_value_type(types.float64))  # type: ignore[attr-defined]
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
 
     return sig, codegen
+
+
+_i64_as_f64: Any = intrinsic(_bitcast_i64_f64)
 
 
 @njit(fastmath={"nsz", "arcp", "contract"}, cache=True, inline="always")  # no reassoc: keeps ln2 split
@@ -212,27 +215,43 @@ def js_rows(ref: np.ndarray, quant: np.ndarray, lse_ref: np.ndarray, lse_q: np.n
 
 
 @njit(cache=True)
+def _count_above(x: np.ndarray, lo: int, hi: int, threshold: float) -> int:
+    c = 0
+    for i in range(lo, hi):
+        c += np.float64(x[i]) > threshold
+    return c
+
+
+@njit(cache=True)
 def _topk_indices(x: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values, ordered by (value descending, index ascending)."""
+    """Indices of the k largest values, ordered by (value descending, index ascending).
+
+    Blocks of 64 with no value above the current k-th are skipped after a vectorised count,
+    so most of the row costs one compare per element.
+    """
     vals = np.empty(k, dtype=np.float64)
     idx = np.empty(k, dtype=np.int64)
-    n_fill = min(k, x.shape[0])
+    n = x.shape[0]
+    n_fill = min(k, n)
     cnt = 0
-    for i in range(x.shape[0]):
-        v = np.float64(x[i])
-        if cnt == n_fill and v <= vals[cnt - 1]:
+    for b0 in range(0, n, 64):
+        b1 = min(b0 + 64, n)
+        if cnt == n_fill and _count_above(x, b0, b1, vals[n_fill - 1]) == 0:
             continue
-        # insert after any equal values (stable: the lower index wins a tie)
-        pos = cnt if cnt < n_fill else n_fill - 1
-        while pos > 0 and vals[pos - 1] < v:
-            if pos < n_fill:
+        for i in range(b0, b1):
+            v = np.float64(x[i])
+            if cnt == n_fill and v <= vals[n_fill - 1]:
+                continue
+            # insert after any equal values (stable: the lower index wins a tie)
+            pos = cnt if cnt < n_fill else n_fill - 1
+            while pos > 0 and vals[pos - 1] < v:
                 vals[pos] = vals[pos - 1]
                 idx[pos] = idx[pos - 1]
-            pos -= 1
-        vals[pos] = v
-        idx[pos] = i
-        if cnt < n_fill:
-            cnt += 1
+                pos -= 1
+            vals[pos] = v
+            idx[pos] = i
+            if cnt < n_fill:
+                cnt += 1
     return idx[:n_fill]
 
 

@@ -30,6 +30,11 @@ class FidelityAccumulator:
         own bootstrap block). Every chunk must agree on whether NLLs (targets) are present."""
         self._parts.add(tm, window_ids)
 
+    def merge(self, other: FidelityAccumulator) -> None:
+        """Fold in another accumulator (e.g. from a parallel job) whose tokens come after
+        this one's; windows with the same id in both are one window."""
+        self._parts.merge(other._parts)
+
     def result(self, n_boot: int = 1000, rng: np.random.Generator | None = None
                ) -> FidelityStats:
         """Statistics over everything added so far (see quantfid.metrics.summary)."""

@@ -222,6 +222,24 @@ class Parts:
         self.bucket_n += np.bincount(b, minlength=5)
         self.bucket_kld += np.bincount(b, weights=kld, minlength=5)
 
+    def merge(self, other: Parts) -> None:
+        """Add another state whose tokens come after this one's."""
+        if self.n and other.n and self.present["nll"] != other.present["nll"]:
+            raise QuantfidError("cannot merge statistics with and without next-token NLLs")
+        if not self.n:
+            self.present["nll"] = other.present["nll"]
+        for k in ("dp", "rkld", "jsd", "top"):
+            self.present[k] &= other.present[k]
+        self.n += other.n
+        for k in _SUM_KEYS:
+            self.sums[k] += other.sums[k]
+        self.kld_values.extend(other.kld_values)
+        self.block_ids.extend(other.block_ids)
+        self.block_keyed.extend(other.block_keyed)
+        self.block_anon.extend(other.block_anon)
+        self.bucket_n = self.bucket_n + other.bucket_n
+        self.bucket_kld = self.bucket_kld + other.bucket_kld
+
     def blocks(self) -> np.ndarray:
         """(3, n_blocks): per-block KLD sum, NLL-difference sum, token count; keyed blocks in
         ascending window-id order, then the one-token blocks in arrival order."""

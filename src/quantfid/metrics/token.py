@@ -65,12 +65,14 @@ def _targets(targets: Any, n: int, vocab: int) -> np.ndarray:
 def _raise_bad(ref_rows: np.ndarray, q_rows: np.ndarray, flags: np.ndarray, offset: int) -> None:
     """Name the first token position with a NaN/inf (the reference first within a row)."""
     i = int(np.argmax(flags != 0))
-    bad_ref = ~np.isfinite(ref_rows[i])
-    which, row, mask = ("ref", ref_rows[i], bad_ref) if bad_ref.any() else \
-        ("quant", q_rows[i], ~np.isfinite(q_rows[i]))
-    j = int(np.argmax(mask))
-    raise QuantfidError(f"non-finite value {row[j]!r} in {which} logits at token position "
-                        f"{offset + i} (vocab index {j})")
+    for which, row in (("ref", ref_rows[i]), ("quant", q_rows[i])):
+        mask = ~np.isfinite(row)
+        if mask.any():
+            j = int(np.argmax(mask))
+            raise QuantfidError(f"non-finite value {row[j]!r} in {which} logits at token "
+                                f"position {offset + i} (vocab index {j})")
+    raise QuantfidError(f"logits at token position {offset + i} are too large to normalise "
+                        f"(magnitudes near the float64 limit)")
 
 
 def token_metrics(ref: Any, quant: Any, targets: Any = None, *, extras: bool = True,
@@ -105,6 +107,8 @@ def token_metrics(ref: Any, quant: Any, targets: Any = None, *, extras: bool = T
         hi = min(n, lo + chunk)
         r = _rows(ref, lo, hi)
         q = _rows(quant, lo, hi)
+        if r.dtype != q.dtype:  # one float64 kernel instead of compiling mixed signatures
+            r, q = r.astype(np.float64), q.astype(np.float64)
         s = slice(lo, hi)
         kernel.fused_rows(r, q, tgt[s], f64["kld"][s], f64["rkld"][s], f64["nll_ref"][s],
                           f64["nll_q"][s], f64["dp"][s], same[s], f64["ref_top1_prob"][s],

@@ -66,6 +66,11 @@ class QuantReport:
                 "type_counts": self.type_counts(), "types": self.types}
 
 
+def quant_hash(types: dict[str, str], reference_hash: str | None, imatrix_hash: str | None) -> str:
+    """Content hash of a quant: its type map, its reference and its importance matrix."""
+    return hash_json({"types": types, "reference": reference_hash, "imatrix": imatrix_hash})
+
+
 class QuantCache:
     """GGML quantized bytes keyed by (weight content, type, importance vector), least recently
     used first out once ``max_bytes`` is exceeded: recipes that share a (tensor, type) choice
@@ -185,7 +190,7 @@ def quantize_model(module: torch.nn.Module, recipe: Recipe, imatrix: Imatrix | N
         recipe=recipe.name, types=types, bits_per_weight=8.0 * total_bytes / n_all,
         quantized_bits_per_weight=8.0 * q_bytes / n_q, bytes=int(round(total_bytes)),
         n_weights=int(n_all),
-        hash=hash_json({"types": types, "reference": reference_hash, "imatrix": im_hash}),
+        hash=quant_hash(types, reference_hash, im_hash),
         reference_hash=reference_hash, imatrix_hash=im_hash,
         gguf_names={t.name: t.gguf for t in infos if t.gguf},
         data=data if keep_data else None)

@@ -24,6 +24,7 @@ first maximum of the quant's logits with the first maximum of the dequantized ba
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -470,10 +471,8 @@ class KldBaseWriter:
         if self._fh is not None:
             self._fh = None
             err = FormatError("aborted")
-            try:
+            with contextlib.suppress(FormatError):
                 self._cm.__exit__(FormatError, err, None)
-            except FormatError:
-                pass
 
     def __enter__(self) -> KldBaseWriter:
         return self

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,7 @@ class StoreDirWriter:
     directory left behind, target absent or still the previous store) is never accepted.
     """
 
-    def __init__(self, path: str | Path, overwrite: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], overwrite: bool = False) -> None:
         import tempfile
 
         self.path = Path(path)
@@ -199,7 +200,6 @@ class StoreDirWriter:
         return self.tmp / name
 
     def commit(self, meta: StoreMeta, tokens: np.ndarray) -> None:
-        import os
         import shutil
 
         np.save(self.tmp / TOKENS_NAME, np.ascontiguousarray(tokens, dtype=np.int32))

@@ -90,3 +90,24 @@ def test_same_prompts_pass_and_second_source_is_refused(ws, fix, tmp_path):
     table.write_text("prompt_id,passed\n0,1\n")
     with pytest.raises(MismatchError, match="already has outcomes from ingest-lm-eval-q4-arc_mini"):
         ingest(ws, "table", [table], "q4", benchmarks=["arc_mini"])
+
+
+def test_reingest_after_intersect_is_a_noop_with_kept_counts(ws, copy_fixture, fix):
+    p = _edit_q4(copy_fixture, drop_doc=4)
+    ingest(ws, "lm-eval", [p], "q4", intersect=True)
+    again = ingest(ws, "lm-eval", [p], "q4")
+    by = {b.benchmark: b for b in again.benchmarks}
+    assert by["arc_mini"].status == "unchanged" and by["arc_mini"].n == 5
+    ref_again = ingest(ws, "lm-eval",
+                       [fix / f"lm_eval/v0.4.9/ref/made-up__ref/samples_arc_mini_{DATE}.jsonl"], "ref")
+    assert {b.benchmark: (b.status, b.n) for b in ref_again.benchmarks}["arc_mini"] == ("unchanged", 5)
+
+
+def test_reference_ingested_after_quant_is_checked_against_it(tmp_path, fix, copy_fixture):
+    w = Workspace(tmp_path / "w2")
+    ingest(w, "lm-eval", [fix / ARC], "q4")
+    p = copy_fixture(f"lm_eval/v0.4.9/ref/made-up__ref/samples_arc_mini_{DATE}.jsonl")
+    rows = [json.loads(x) for x in p.read_text().splitlines()][:-1]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(MismatchError, match="model ref: benchmark arc_mini has 5 prompts, model q4 has 6; 1 missing: 5"):
+        ingest(w, "lm-eval", [p], "ref", reference=True)

@@ -101,3 +101,18 @@ def test_table_and_evalplus(tmp_path, fix, capsys):
     assert main(["ingest", "table", str(fix / "table/bad.csv"), "--benchmark", "b", "--model",
                  "q4", "-w", w]) == 2
     assert "bad.csv:3: passed value 'maybe'" in capsys.readouterr().err
+
+
+def test_intersect_warns_on_stderr(tmp_path, fix, copy_fixture, capsys):
+    w = str(tmp_path / "ws")
+    ref = fix / f"lm_eval/v0.4.9/ref/made-up__ref/samples_arc_mini_{DATE}.jsonl"
+    assert main(["ingest", "lm-eval", str(ref), "--model", "ref", "--reference", "-w", w]) == 0
+    p = copy_fixture(f"lm_eval/v0.4.9/q4/made-up__q4/samples_arc_mini_{DATE}.jsonl")
+    rows = [json.loads(x) for x in p.read_text().splitlines()]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows if r["doc_id"] != 3))
+    capsys.readouterr()
+    assert main(["ingest", "lm-eval", str(p), "--model", "q4", "-w", w]) == 2
+    assert "1 missing: 3" in capsys.readouterr().err
+    assert main(["ingest", "lm-eval", str(p), "--model", "q4", "-w", w, "--intersect"]) == 0
+    err = capsys.readouterr().err
+    assert "--intersect on arc_mini: dropped 0 prompt(s) from q4, 1 from ref" in err

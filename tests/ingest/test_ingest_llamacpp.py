@@ -104,3 +104,29 @@ def test_not_a_perplexity_log(tmp_path):
     p.write_text("hello\nworld\n")
     with pytest.raises(FormatError, match=r"x\.log: no KL divergence statistics and no per-task"):
         llamacpp.read([p], "m")
+
+
+def test_log_prefixes_and_mangled_symbols(fix, tmp_path):
+    """Timestamped log lines (--log-prefix --log-timestamps) and a log decoded as latin-1."""
+    text = (fix / "llamacpp/kld_q4.log").read_text(encoding="utf-8")
+    prefixed = "\n".join(f"0.01.234.567 I {x}" if x else x for x in text.splitlines())
+    p1 = tmp_path / "prefixed.log"
+    p1.write_text(prefixed, encoding="utf-8")
+    p2 = tmp_path / "mangled.log"
+    p2.write_text(text.encode("utf-8").decode("latin-1"), encoding="utf-8")
+    want = llamacpp.read([fix / "llamacpp/kld_q4.log"], "q4", corpus="wiki").fidelity[0]
+    for p in (p1, p2):
+        assert llamacpp.read([p], "q4", corpus="wiki").fidelity[0] == want
+
+
+def test_older_four_column_chunk_rows_still_count(fix, tmp_path):
+    lines = (fix / "llamacpp/kld_q4.log").read_text().splitlines()
+    out = []
+    for x in lines:  # drop the 'Δp RMS' pair from the chunk rows, as older builds printed
+        m = re.match(r"^(\s*\d+(?:\s+\S+\s+±\s+\S+){3})\s+\S+\s+±\s+\S+ %(.*)$", x)
+        out.append(m[1] + m[2] if m else x)
+    assert sum(a != b for a, b in zip(out, lines, strict=True)) == 3
+    p = tmp_path / "old.log"
+    p.write_text("\n".join(out))
+    row = llamacpp.read([p], "q4", corpus="wiki").fidelity[0]
+    assert row["n_windows"] == 3 and row["kld_mean"] == 0.012012

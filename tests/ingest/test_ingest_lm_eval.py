@@ -151,3 +151,24 @@ def test_task_selection_and_not_a_samples_file(fix):
         lm_eval.read([fix / V049 / f"results_{DATE}.json"], "ref")
     with pytest.raises(FormatError, match="several directories"):
         lm_eval.read([fix / "lm_eval/v0.4.9"], "ref")
+
+
+def test_results_named_after_json_output_path(copy_fixture):
+    d = copy_fixture(V049)
+    (d / f"results_{DATE}.json").rename(d / f"myrun_{DATE}.json")
+    res = lm_eval.read([d / f"samples_gsm_mini_{DATE}.jsonl"], "ref")
+    assert {o.source_version for o in res.outcomes} == {"0.4.9"}
+    assert res.benchmarks["gsm_mini/strict-match"]["n_shot"] == 5
+
+
+def test_acc_norm_only_task(copy_fixture):
+    d = copy_fixture(V049)
+    p = d / f"samples_arc_mini_{DATE}.jsonl"
+    rows = _lines(p)
+    for r in rows:
+        del r["acc"]
+        r["metrics"] = ["acc_norm"]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = lm_eval.read([p], "ref")
+    assert sorted(res.by_benchmark()) == ["arc_mini:acc_norm"]
+    assert [o.passed for o in res.outcomes] == [bool(r["acc_norm"]) for r in rows]

