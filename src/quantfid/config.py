@@ -135,6 +135,8 @@ def _default_corpora() -> tuple[str, ...]:
 
 
 QUICK_PROMPTS_PER_TASK = 12
+# long prompts (whole functions) get fewer in the quick preset
+QUICK_LIMITS = {"humaneval_mc": 4}
 
 
 def _default_tasks(preset: Preset) -> tuple[BenchTask, ...]:
@@ -146,7 +148,7 @@ def _default_tasks(preset: Preset) -> tuple[BenchTask, ...]:
     out = []
     for name in sorted(tasks):
         t = tasks[name]
-        limit = {"quick": QUICK_PROMPTS_PER_TASK, "default": int(t.n_default),
+        limit = {"quick": QUICK_LIMITS.get(name, QUICK_PROMPTS_PER_TASK), "default": int(t.n_default),
                  "full": int(t.n_full)}[preset]
         out.append(BenchTask(task=name, limit=limit))
     return tuple(out)

@@ -36,6 +36,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import re
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -257,7 +258,9 @@ def stored_reference(spec: str, *, corpus: str | None, ctx: int | None, chunks: 
         tokens = np.asarray(store.tokens, dtype=np.int64)
         model = Model(id=name or m.model_id, role="reference", source=str(p.resolve()),
                       format=f"quantfid-{m.kind}-store", hash=m.model_hash)
-        cid, chash = p.name, m.corpus_hash or hash_array(tokens)
+        # measure names its stores <corpus>-<ctx>-<scoring>-<unit hash>
+        named = re.fullmatch(rf"(.+)-{m.ctx}-{m.scoring}-[0-9a-f]{{16}}", p.name)
+        cid, chash = (named.group(1) if named else p.name), m.corpus_hash or hash_array(tokens)
         if corpus is not None:
             c = load_corpus(corpus)
             if m.corpus_hash and c.hash != m.corpus_hash:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 from scipy import stats
 
+from quantfid.analysis import make_cohort, run_all
 from quantfid.cli import main
 from quantfid.store.workspace import Workspace
 
@@ -52,3 +55,27 @@ def test_outcomes_command(small_ws: Workspace, capsys: pytest.CaptureFixture[str
         assert r["mcnemar_p"] == pytest.approx(stats.binomtest(g, g + loss, 0.5).pvalue if g + loss else 1.0)
     assert main(["outcomes", str(small_ws.path)]) == 0
     assert "mcnemar_p" in capsys.readouterr().out
+
+
+def test_partial_workspaces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sc = make_cohort(np.random.default_rng(2), n_quants=5, n_prompts=80)
+    only_out = Workspace(tmp_path / "o")
+    only_fid = Workspace(tmp_path / "f")
+    for ws in (only_out, only_fid):
+        ws.add_model(sc.reference)
+        for q in sc.quants:
+            ws.add_model(q)
+    only_out.add_outcomes("all", sc.outcomes)
+    for r in sc.fidelity:
+        only_fid.write_part("fidelity", str(r["model"]), [r])
+    j = run_all(only_out, n_boot=50).to_json()
+    assert j["correlations"] == [] and j["router"]["pooled"] is None
+    assert j["silent_zone"]["mean"]["lowest_k"] == [] and j["decomposition"]["identity_holds"]
+    assert len(j["decomposition"]["rows"]) == 5 * 4
+    j = run_all(only_fid, n_boot=50).to_json()
+    assert j["correlations"] == [] and j["silent_zone"] == {}
+    assert main(["analyze", str(tmp_path / "f"), "--n-boot", "50"]) == 0
+    assert "no correlations" in capsys.readouterr().out
+    empty = Workspace(tmp_path / "e")
+    empty.add_model(sc.reference)
+    assert main(["analyze", str(tmp_path / "e")]) == 2

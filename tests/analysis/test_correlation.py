@@ -142,6 +142,7 @@ def test_bootstrap_ci_agrees_with_scipy_bootstrap() -> None:
                           random_state=np.random.default_rng(3)).confidence_interval
     assert rs.ci_low == pytest.approx(ref.low, abs=0.05)
     assert rs.ci_high == pytest.approx(ref.high, abs=0.05)
+    assert rs.ci_low is not None and rs.ci_high is not None and rs.rho is not None
     assert rs.ci_low < rs.rho < rs.ci_high
 
 

@@ -25,6 +25,7 @@ def test_flip_counts_and_identity(small_ws: Workspace) -> None:
         assert abs(row.score_delta - (sq - sr)) < 1e-12
         assert row.identity_holds
         if row.volume:
+            assert row.direction is not None
             assert abs(row.score_delta - row.volume * (2 * row.direction - 1) / row.n) < 1e-12
     assert dec.identity_holds
     comp = {c["model"]: c for c in dec.composite}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,6 @@ from scipy import stats
 from quantfid.analysis.cohort import load_cohort
 from quantfid.analysis.failure import KLD_FLOOR, auroc, failure_prediction
 from quantfid.store.workspace import Workspace
-
-from ana_helpers import hand_ws
 
 
 def test_auroc_is_pairwise_probability() -> None:
@@ -57,7 +56,7 @@ def test_against_loops(volume_ws: Workspace) -> None:
             assert r.ci_high == pytest.approx(hi, rel=1e-4)
 
 
-def test_zero_kld_is_floored(tmp_path: Path) -> None:
+def test_zero_kld_is_floored(tmp_path: Path, hand_ws: Callable[..., Workspace]) -> None:
     out = {"ref": {"b": [1, 1, 0, 0, 1, 0]}, "q": {"b": [1, 0, 0, 1, 1, 0]}}
     kl = {"q": {"b": [0.0, 0.2, 0.1, 0.0, -1e-12, 0.3]}}
     ws = hand_ws(tmp_path / "w", out, {"q": 0.1}, kl)

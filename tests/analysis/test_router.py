@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,6 @@ from scipy import stats
 from quantfid.analysis.cohort import load_cohort
 from quantfid.analysis.router import route
 from quantfid.store.workspace import Workspace
-
-from ana_helpers import hand_ws
 
 
 def test_router_matches_loop(small_ws: Workspace) -> None:
@@ -46,7 +45,7 @@ def test_router_matches_loop(small_ws: Workspace) -> None:
     assert sum(s.disagree for s in res.per_benchmark) == tot[0]
 
 
-def test_ties_and_reference_excluded(tmp_path: Path) -> None:
+def test_ties_and_reference_excluded(tmp_path: Path, hand_ws: Callable[..., Workspace]) -> None:
     out = {"ref": {"b": [1, 1, 1, 1]}, "x": {"b": [1, 0, 1, 0]}, "y": {"b": [0, 1, 1, 1]}}
     kl = {"x": {"b": [0.1, 0.5, 0.1, 0.2]}, "y": {"b": [0.3, 0.2, 0.1, 0.2]}}
     ws = hand_ws(tmp_path / "w", out, {"x": 0.1, "y": 0.2}, kl)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,7 @@ from quantfid.analysis.cohort import load_cohort
 from quantfid.analysis.power import mde_paired, mde_unpaired, paired_power
 from quantfid.analysis.silent_zone import flips, silent_zone
 from quantfid.errors import MismatchError
-
-from ana_helpers import hand_ws
+from quantfid.store.workspace import Workspace
 
 
 def _outcomes() -> dict[str, dict[str, list[int]]]:
@@ -24,7 +24,7 @@ def _outcomes() -> dict[str, dict[str, list[int]]]:
     return {"ref": {"b": ref}, "same": {"b": same}, "worse": {"b": worse}, "noisy": {"b": noisy}}
 
 
-def test_rules(tmp_path: Path) -> None:
+def test_rules(tmp_path: Path, hand_ws: Callable[..., Workspace]) -> None:
     ws = hand_ws(tmp_path / "w", _outcomes(), {"same": 0.01, "worse": 0.5, "noisy": 0.02})
     c = load_cohort(ws)
     assert sorted(c.quants) == ["noisy", "same", "worse"] and c.reference == "ref"
@@ -45,7 +45,7 @@ def test_rules(tmp_path: Path) -> None:
     assert z.lowest_k == ["same"]
 
 
-def test_partial_prompt_set_is_an_error(tmp_path: Path) -> None:
+def test_partial_prompt_set_is_an_error(tmp_path: Path, hand_ws: Callable[..., Workspace]) -> None:
     o = _outcomes()
     o["same"]["b"] = o["same"]["b"][:-1]
     ws = hand_ws(tmp_path / "w", o, {"same": 0.01})
@@ -78,3 +78,14 @@ def test_mde_paired_is_the_smallest_effect_with_80_power() -> None:
 def test_mde_unpaired_formula() -> None:
     z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
     assert mde_unpaired(400, 0.7) == pytest.approx(z * np.sqrt(2 * 0.21 / 400))
+
+
+def test_mean_counts_each_prompt_once(tmp_path: Path, hand_ws: Callable[..., Workspace]) -> None:
+    out = {"ref": {"b": [1, 1, 0, 0], "b:acc_norm": [1, 1, 1, 0], "c": [1, 0]},
+           "q": {"b": [0, 1, 0, 0], "b:acc_norm": [0, 0, 0, 0], "c": [1, 1]}}
+    c = load_cohort(hand_ws(tmp_path / "w", out, {"q": 0.1}))
+    assert c.prompts is not None and c.prompts.mean_benchmarks == ["b", "c"]
+    assert c.scores["mean"][0] == pytest.approx((1 / 4 + 2 / 2) / 2)
+    assert c.ref_scores["mean"] == pytest.approx((2 / 4 + 1 / 2) / 2)
+    fl = flips(c.prompts, "mean")
+    assert (fl.n, int(fl.gains[0]), int(fl.losses[0])) == (6, 1, 1)

@@ -34,7 +34,12 @@ def test_libgguf_bytes_equal_gguf_py(name: str) -> None:
     assert np.array_equal(ours, theirs)
 
 
-@pytest.mark.parametrize("name", [t for t in ggml.GGML_TYPES])
+# the IQ1/IQ2 lattices take seconds to build on first use: those cases are marked slow
+_SLOW = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(t, marks=pytest.mark.slow) if t in _SLOW else t
+                                  for t in ggml.GGML_TYPES])
 def test_dequantize_equals_gguf_py(name: str) -> None:
     """Every type's expansion matches gguf-py's reference dequantizer exactly."""
     rng = np.random.default_rng(2)

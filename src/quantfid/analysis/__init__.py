@@ -45,7 +45,9 @@ failure_prediction, router``.
     {"reference": id, "quants": [ids in cohort order],
      "variants": [{"key": "kld_mean@wiki:512", "stat", "corpus", "ctx"}],
      "scores": [benchmark names..., "mean"], "reference_scores": {score: accuracy},
-     "benchmarks": [{"benchmark" (a benchmark or "mean": all prompts pooled), "n",
+       ("mean" = unweighted mean of the benchmark accuracies, leaving out "<task>:<variant>"
+        benchmarks such as "arc:acc_norm" whose "<task>" is present: each prompt once)
+     "benchmarks": [{"benchmark" (a benchmark or "mean": its prompts pooled), "n",
                      "reference_accuracy", "discordance_rate" (median (G+L)/N over quants),
                      "discordant", "mde_paired", "mde_unpaired", "method"}],
      "settings": {"metric", "primary" (variant key), "band", "k": {score: k},
@@ -104,14 +106,16 @@ Table mode (``analyze_table(...).to_json()``): exactly ``{"n", "excluded",
 ``verdict(result).to_json()``: ``{"headline": str, "findings": [str], "flags": {...}}``.
 """
 
+from quantfid.analysis.cohort import Cohort, Variant, load_cohort
 from quantfid.analysis.correlation import Correlation, RankStats, correlate, direction
+from quantfid.analysis.outcomes import OutcomeRow, outcome_summary
 from quantfid.analysis.run import AnalysisResult, analyze_cohort, run_all
 from quantfid.analysis.synthetic import SyntheticCohort, make_cohort
 from quantfid.analysis.table import TableResult, analyze_table
 from quantfid.analysis.verdict import Verdict, verdict
 
 __all__ = [
-    "AnalysisResult", "Correlation", "RankStats", "SyntheticCohort", "TableResult", "Verdict",
-    "analyze_cohort", "analyze_table", "correlate", "direction", "make_cohort", "run_all",
-    "verdict",
+    "AnalysisResult", "Cohort", "Correlation", "OutcomeRow", "RankStats", "SyntheticCohort",
+    "TableResult", "Variant", "Verdict", "analyze_cohort", "analyze_table", "correlate",
+    "direction", "load_cohort", "make_cohort", "outcome_summary", "run_all", "verdict",
 ]

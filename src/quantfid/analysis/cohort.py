@@ -13,7 +13,8 @@ table of per-quant aggregates. Everything downstream works on a ``Cohort``.
   reference than the workspace's are ignored (reported in ``warnings``).
 * Scores: per benchmark (those the reference has outcomes for) the accuracy = passed / N
   over the reference's prompt set; ``"mean"`` = the unweighted mean of the per-benchmark
-  accuracies (None unless the quant has every benchmark). A quant with outcomes for part
+  accuracies (None unless the quant has every benchmark), leaving out ``<task>:<variant>``
+  benchmarks (``arc:acc_norm``) whose ``<task>`` is present: the same prompts scored twice. A quant with outcomes for part
   of a benchmark's prompts, or for prompts the reference lacks, is a ``MismatchError``.
 * CIs: accuracy by the Wilson score 95 % interval; the mean over benchmarks by a normal
   approximation treating benchmarks as independent binomials,
@@ -78,6 +79,21 @@ class PromptData:
 
     def columns(self, benchmark: str) -> np.ndarray:
         return np.flatnonzero(self.bench == self.benchmarks.index(benchmark))
+
+    @property
+    def mean_benchmarks(self) -> list[str]:
+        return mean_benchmarks(self.benchmarks)
+
+    def mean_columns(self) -> np.ndarray:
+        """Prompt columns of the benchmarks counted in ``"mean"`` (each prompt once)."""
+        keep = [self.benchmarks.index(b) for b in self.mean_benchmarks]
+        return np.flatnonzero(np.isin(self.bench, keep))
+
+
+def mean_benchmarks(names: list[str]) -> list[str]:
+    """Benchmarks counted in ``"mean"``: all but ``<task>:<variant>`` (e.g. ``arc:acc_norm``)
+    when ``<task>`` itself is present, so no prompt is counted twice."""
+    return [b for b in names if not (":" in b and b.split(":", 1)[0] in names)]
 
 
 @dataclass(frozen=True)
@@ -168,7 +184,8 @@ def _load_fidelity(ws: Workspace, ref: str, quants: list[str],
     return variants, (np.array(vals) if vals else np.zeros((0, len(quants)))), cis
 
 
-def _load_prompts(ws: Workspace, ref: str, quants: list[str]) -> PromptData | None:
+def _load_prompts(ws: Workspace, ref: str, quants: list[str],
+                  warnings: list[str]) -> PromptData | None:
     tbl = ws.read_table("outcomes")
     if tbl.num_rows == 0:
         return None
@@ -195,11 +212,13 @@ def _load_prompts(ws: Workspace, ref: str, quants: list[str]) -> PromptData | No
     out = np.zeros((len(quants) + 1, n_p), dtype=bool)
     known = np.zeros((len(quants) + 1, n_p), dtype=bool)
     extra: dict[tuple[str, str], int] = {}
+    no_ref: set[str] = set()
     for r in range(len(models)):
         m = qidx.get(models[r])
         if m is None:
             continue
         if benches[r] not in ref_keys:
+            no_ref.add(str(benches[r]))
             continue
         p = key_index.get((benches[r], str(pids[r])))
         if p is None:
@@ -210,6 +229,8 @@ def _load_prompts(ws: Workspace, ref: str, quants: list[str]) -> PromptData | No
                                 f"{benches[r]!r}, prompt {pids[r]!r}")
         known[m, p] = True
         out[m, p] = bool(passed[r])
+    if no_ref:
+        warnings.append(f"benchmarks without reference outcomes ignored: {', '.join(sorted(no_ref))}")
     bench = np.array(bench_codes, dtype=np.int64)
     for (model, b), cnt in extra.items():
         raise MismatchError(f"{ws.path}: model {model!r} has {cnt} outcomes on benchmark {b!r} for "
@@ -247,6 +268,7 @@ def scores_from_prompts(pd: PromptData) -> tuple[dict[str, np.ndarray], dict[str
     cis: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     ns: dict[str, int] = {}
     var_sum = np.zeros(q)
+    in_mean = pd.mean_benchmarks
     for b in pd.benchmarks:
         cols = pd.columns(b)
         n = cols.size
@@ -258,14 +280,14 @@ def scores_from_prompts(pd: PromptData) -> tuple[dict[str, np.ndarray], dict[str
         cis[b] = (np.where(full, lo, np.nan), np.where(full, hi, np.nan))
         ref_scores[b] = float(pd.ref_passed[cols].mean())
         ns[b] = n
-        var_sum = var_sum + acc * (1 - acc) / n
-    nb = len(pd.benchmarks)
-    mean = np.mean([scores[b] for b in pd.benchmarks], axis=0)
-    se = np.sqrt(var_sum) / nb
+        if b in in_mean:
+            var_sum = var_sum + acc * (1 - acc) / n
+    mean = np.mean([scores[b] for b in in_mean], axis=0)
+    se = np.sqrt(var_sum) / len(in_mean)
     scores[MEAN] = mean
     cis[MEAN] = (mean - 1.959963984540054 * se, mean + 1.959963984540054 * se)
-    ref_scores[MEAN] = float(np.mean([float(ref_scores[b] or 0.0) for b in pd.benchmarks]))
-    ns[MEAN] = int(pd.bench.size)
+    ref_scores[MEAN] = float(np.mean([float(ref_scores[b] or 0.0) for b in in_mean]))
+    ns[MEAN] = int(pd.mean_columns().size)
     return scores, ref_scores, cis, ns
 
 
@@ -278,7 +300,7 @@ def load_cohort(ws: Workspace) -> Cohort:
     quants = [m.id for m in quant_models]
     warnings: list[str] = []
     variants, values, metric_ci = _load_fidelity(ws, ref.id, quants, warnings)
-    pdata = _load_prompts(ws, ref.id, quants)
+    pdata = _load_prompts(ws, ref.id, quants, warnings)
     scores: dict[str, np.ndarray] = {}
     ref_scores: dict[str, float | None] = {}
     score_ci: dict[str, tuple[np.ndarray, np.ndarray]] = {}

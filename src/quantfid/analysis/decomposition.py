@@ -9,7 +9,8 @@ f = G / V (None when V = 0), and the identity
 checked exactly in rational arithmetic (``fractions.Fraction``) from the two models' pass
 counts on one side and the flip counts on the other (``identity_holds``).
 
-Composite volume across benchmarks, per quant: ``volume_sum`` = sum of V, and
+Composite volume across the benchmarks counted in ``"mean"`` (``PromptData.mean_benchmarks``:
+each prompt once), per quant: ``volume_sum`` = sum of V, and
 ``flip_rate_mean`` = mean over benchmarks of V / N; ``net_direction`` = (sum G - sum L) /
 sum V (= 2 f - 1 pooled; None when no flips). Spearman(primary metric, volume) and
 Spearman(primary metric, net direction) (net direction per benchmark = 2 f - 1) over the
@@ -97,7 +98,8 @@ def decompose(cohort: Cohort, primary: int, zones: dict[str, SilentZone], *, n_b
         cols = pd.columns(b)
         pass_ref = int(pd.ref_passed[cols].sum())
         pass_q = pd.passed[:, cols].sum(axis=1)
-        complete_all &= fl.complete
+        if b in pd.mean_benchmarks:
+            complete_all &= fl.complete
         nb = np.full(nq, np.nan)
         for q in range(nq):
             if not fl.complete[q]:
@@ -110,11 +112,13 @@ def decompose(cohort: Cohort, primary: int, zones: dict[str, SilentZone], *, n_b
             nb[q] = (g - ls) / v if v else np.nan
         vols[bi] = np.where(fl.complete, fl.gains + fl.losses, np.nan)
         rates[bi] = vols[bi] / fl.n
-        gain_tot += fl.gains
-        loss_tot += fl.losses
+        if b in pd.mean_benchmarks:
+            gain_tot += fl.gains
+            loss_tot += fl.losses
         net[b] = nb
-    vol_sum = np.where(complete_all, vols.sum(axis=0), np.nan)
-    rate_mean = np.where(complete_all, rates.mean(axis=0), np.nan)
+    keep = [pd.benchmarks.index(b) for b in pd.mean_benchmarks]
+    vol_sum = np.where(complete_all, vols[keep].sum(axis=0), np.nan)
+    rate_mean = np.where(complete_all, rates[keep].mean(axis=0), np.nan)
     tot = gain_tot + loss_tot
     with np.errstate(invalid="ignore", divide="ignore"):
         net_all = np.where(complete_all & (tot > 0), (gain_tot - loss_tot) / tot, np.nan)
@@ -124,9 +128,11 @@ def decompose(cohort: Cohort, primary: int, zones: dict[str, SilentZone], *, n_b
                   "gains": int(gain_tot[q]), "losses": int(loss_tot[q]),
                   "net_direction": None if not np.isfinite(net_all[q]) else float(net_all[q])}
                  for q in range(nq)]
+    corrs: list[tuple[str, str, Correlation]] = []
+    if not 0 <= primary < len(cohort.variants):
+        return Decomposition(rows, composite, corrs)
     x = cohort.values[primary][None, :]
     var = cohort.variants[primary]
-    corrs: list[tuple[str, str, Correlation]] = []
     targets: list[tuple[str, str, np.ndarray]] = []
     for bi, b in enumerate(pd.benchmarks):
         targets += [("volume", b, vols[bi]), ("net_direction", b, net[b])]

@@ -76,7 +76,7 @@ def route(cohort: Cohort, silent: np.ndarray | None = None,
           silent_rule: str | None = None) -> RouterResult:
     """Route every pair; ``silent`` (Q,) bool marks the zone for ``pooled_silent``."""
     pd = cohort.prompts
-    if pd is None or len(cohort.quants) < 2:
+    if pd is None or len(cohort.quants) < 2 or not np.isfinite(pd.kld).any():
         return RouterResult(None, [], [])
     nq = len(cohort.quants)
     ok = pd.known & np.isfinite(pd.kld)

@@ -22,8 +22,6 @@ DEFAULT_SEED = 0
 
 def zones_for(cohort: Cohort, primary: int, *, band: float, k: int | None,
               alpha: float) -> dict[str, SilentZone]:
-    if not cohort.variants:
-        return {}
     return {s: silent_zone(cohort, s, primary, band=band, k=k, alpha=alpha) for s in cohort.scores}
 
 
@@ -88,8 +86,7 @@ def analyze_cohort(cohort: Cohort, *, k: int | None = None, band: float = 0.99,
                 "band": band, "k": {s: z.k for s, z in zones.items()},
                 "band_threshold": {s: z.band_threshold for s, z in zones.items()},
                 "alpha": alpha, "n_boot": n_boot}
-    dec = (decompose(cohort, primary, zones, n_boot=n_boot, rng=rng, cache=cache) if cohort.variants
-           else Decomposition([], [], []))
+    dec = decompose(cohort, primary, zones, n_boot=n_boot, rng=rng, cache=cache)
     return AnalysisResult(
         cohort=CohortTable(cohort, settings, bench_info), correlations=corr, silent_zone=zones,
         robustness=robustness(corr, alpha), decomposition=dec,

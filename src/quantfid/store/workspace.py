@@ -134,7 +134,7 @@ class Workspace:
         return ref
 
     def models(self, role: str | None = None) -> list[Model]:
-        """All models (or those of ``role``), in registration order."""
+        """All models (or those of ``role``), ordered by id (the manifest is stored key-sorted)."""
         out = [Model.from_dict(d) for d in self.manifest["models"].values()]
         return [x for x in out if role is None or x.role == role]
 
