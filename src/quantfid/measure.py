@@ -404,9 +404,10 @@ class _QuantSpec:
     recipe: Any
 
 
-def _quant_hash(q: _QuantSpec, ref: Reference, imatrix: Any) -> str:
+def _quant_hash(q: _QuantSpec, ref: Reference | None, imatrix: Any) -> str:
     if q.recipe is not None:
-        return hash_json({"recipe": q.recipe.to_json(), "reference": ref.model.hash,
+        return hash_json({"recipe": q.recipe.to_json(),
+                          "reference": ref.model.hash if ref else None,
                           "imatrix": getattr(imatrix, "hash", None) if imatrix else None})
     p = Path(q.spec)
     if p.is_file():
@@ -556,3 +557,41 @@ def _measure_one(q: _QuantSpec, ref: Reference, *, ws: Workspace | None, backend
 def stats_keys() -> tuple[str, ...]:
     """The keys every printed row has (STATS_KEYS then the CIs)."""
     return (*STATS_KEYS, *CI_KEYS)
+
+
+def register_models(reference: str | None, quants: Sequence[str], workspace: str | Path | Workspace,
+                    *, names: Sequence[str | None] | None = None,
+                    reference_name: str | None = None, dtype: str = "float32",
+                    device: str = "auto") -> list[Model]:
+    """Record the reference and the quants in the workspace without measuring them (for
+    ``measure --prompts`` without ``--corpus``). Returns the quant records."""
+    from quantfid.backends.hf import HFBackend
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    if reference is not None and is_stored_reference(reference):
+        raise QuantfidError("--prompts needs a model reference, not a stored reference")
+    ref = HFBackend.load(reference, dtype=dtype, device=device, role="reference",
+                         name=reference_name)
+    ws.add_model(ref.info)
+    name_list = [*(names or []), *[None] * len(quants)][:len(quants)]
+    out = []
+    for spec, nm in zip(quants, name_list, strict=True):
+        q = _QuantSpec(spec, nm, _recipe(spec))
+        qid = _default_id(q)
+        if q.recipe is not None:
+            from quantfid.quantize import model_shape
+
+            bpw = q.recipe.bits_per_weight(model_shape(ref.module))
+            info = Model(id=qid, role="quant", source=f"recipe:{q.recipe.name}@{ref.info.id}",
+                         format="recipe", scheme=q.recipe.name, bits_per_weight=bpw,
+                         hash=hash_json({"recipe": q.recipe.to_json(),
+                                         "reference": ref.info.hash}))
+        else:
+            p = Path(spec)
+            fmt = "gguf" if spec.endswith(".gguf") else "hf"
+            src = str(p.resolve()) if p.exists() else spec
+            info = Model(id=qid, role="quant", source=src, format=fmt,
+                         hash=_quant_hash(q, None, None))
+        ws.add_model(info)
+        out.append(info)
+    return out

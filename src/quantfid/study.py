@@ -344,8 +344,6 @@ class Study:
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> StudyResult:
-        import torch
-
         ws = Workspace(self.out)
         self._check_config(ws)
         with self.t.stage("setup"):
@@ -388,7 +386,6 @@ class Study:
 
         self._run_quants(ws, backend, plan, ref_info.id, ref_hash, ref_lp, ref_gold)
         del ref_lp, ref_gold
-        torch.set_grad_enabled(True)
 
         with self.t.stage("analysis"):
             analysis = self._analyse(ws)
@@ -455,12 +452,18 @@ class Study:
         from quantfid.quantize import QuantCache, get_recipe, quantize_model
 
         qcache = QuantCache()
-        bars = {s: bar(total=n, desc=s, unit="unit", disable=self.progress_disabled)
-                for s, n in (("quantize", len(plan.quants)),
+        from tqdm import tqdm
+
+        # one bar per stage, stacked (position) since the stages interleave quant by quant
+        bars = {s: tqdm(total=n, desc=f"{s:9s}", unit="unit", file=sys.stderr, position=i,
+                        leave=False, dynamic_ncols=True, disable=self.progress_disabled)
+                for i, (s, n) in enumerate((("quantize", len(plan.quants)),
                              ("measure", len(plan.quants) * len(plan.corpora)),
-                             ("bench", len(plan.quants) * len(plan.tasks)))}
+                             ("bench", len(plan.quants) * len(plan.tasks))))}
+        tty = sys.stderr.isatty() and self.progress_disabled is not True
         try:
-            for q in plan.quants:
+            for i, q in enumerate(plan.quants, 1):
+                t_q = dict(self.t.seconds)
                 m_units = [(cw, fidelity_hash(ref_hash, q, cw)) for cw in plan.corpora]
                 b_units = [(t, bench_hash(ref_hash, q.key_hash, t)) for t in plan.tasks]
                 m_todo = [(cw, h) for cw, h in m_units if not ws.has_part("fidelity", _part(q.id, cw.key), h)]
@@ -490,6 +493,12 @@ class Study:
                     self.units_run += 1
                     bars["bench"].update(1)
                 del backend
+                if not tty:  # no live bars: one line per quant, so a log shows the progress
+                    spent = {k: v - t_q.get(k, 0.0) for k, v in self.t.seconds.items()
+                             if v - t_q.get(k, 0.0) > 0}
+                    self.say(f"[{i}/{len(plan.quants)}] {q.id}: {len(m_todo)} measure + "
+                             f"{len(b_todo)} bench unit(s); " +
+                             ", ".join(f"{k} {v:.1f}s" for k, v in spent.items()))
         finally:
             for b in bars.values():
                 b.close()

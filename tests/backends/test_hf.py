@@ -68,7 +68,7 @@ def test_tokenizer_identity(backend: HFBackend, tiny_dir: Path, tmp_path: Path) 
     other = make_tiny_tokenizer(vocab_size=320)
     assert tokenizer_id(other) != backend.tokenizer_id()
     check_same_tokenizer(backend.tokenizer_id(), "ref", again.tokenizer_id(), "q")
-    with pytest.raises(MismatchError, match="'q'.*differs from the reference 'ref'"):
+    with pytest.raises(MismatchError, match=r"'q'.*differs from the reference 'ref'"):
         check_same_tokenizer(backend.tokenizer_id(), "ref", tokenizer_id(other), "q")
 
 
@@ -103,7 +103,7 @@ def test_dir_hash_and_load_errors(tiny_dir: Path, tmp_path: Path, backend: HFBac
     with pytest.raises(QuantfidError, match="GGUF file not found"):
         load_hf(str(tmp_path / "nope.gguf"))
     (tmp_path / "weights.bin").write_bytes(b"x")
-    with pytest.raises(QuantfidError, match="not a .gguf"):
+    with pytest.raises(QuantfidError, match=r"not a \.gguf"):
         load_hf(str(tmp_path / "weights.bin"))
     with pytest.raises(QuantfidError, match="unknown dtype"):
         load_hf(str(tiny_dir), dtype="int3")

@@ -45,3 +45,15 @@ class GreedyTokenizer:
             else:
                 raise ValueError(f"cannot tokenize {text[i]!r}")
         return {"input_ids": out}
+
+
+class ByteTokenizer:
+    """One token per UTF-8 byte (vocabulary 256); id 0 doubles as EOS."""
+
+    eos_token_id = 0
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": list(text.encode("utf-8"))}
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return bytes(ids).decode("utf-8", "replace")

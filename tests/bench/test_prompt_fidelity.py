@@ -25,7 +25,6 @@ from quantfid.store.workspace import Workspace
 
 from .helpers import GreedyTokenizer, tiny_llama
 
-
 LETTERS = "abcdefghij"
 
 

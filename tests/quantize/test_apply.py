@@ -7,12 +7,19 @@ import copy
 import numpy as np
 import pytest
 import torch
+from tests.quantize.conftest import smollm_shape, tiny_llama
 
 from quantfid.errors import QuantfidError
-from quantfid.quantize import QuantCache, Recipe, Rule, get_recipe, model_shape, quantize_model
-from quantfid.quantize import ggml
+from quantfid.quantize import (
+    QuantCache,
+    Recipe,
+    Rule,
+    get_recipe,
+    ggml,
+    model_shape,
+    quantize_model,
+)
 from quantfid.quantize.rtn import RTNConfig, rtn_quantize
-from tests.quantize.conftest import smollm_shape, tiny_llama
 
 
 def test_shape_inventory(tiny: torch.nn.Module) -> None:

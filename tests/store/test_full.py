@@ -86,7 +86,7 @@ def test_overwrite_rules_and_corruption(tmp_path: Path) -> None:
     with pytest.raises(MismatchError, match="overwrite=True"):
         FullStoreWriter(tmp_path / "ref", model_id="m", tokenizer_id="t", vocab_size=V, ctx=CTX)
     make(tmp_path / "x", seed=1)  # a fresh store in an empty dir works
-    st2, logits2, _ = make(tmp_path / "y")
+    _, logits2, _ = make(tmp_path / "y")
     w = FullStoreWriter(tmp_path / "y" / "ref", model_id="m2", tokenizer_id="t", vocab_size=V,
                         ctx=CTX, overwrite=True)
     w.append(logits2[0], np.zeros(CTX, np.int32))

@@ -277,3 +277,35 @@ def test_file_stats_agree_with_exact_logprobs_to_16_bits() -> None:
     assert abs(via_file.kld.mean() / exact.kld.mean() - 1) < 1e-3
     assert np.all(np.abs(via_file.dp - exact.dp) <= step)
     np.testing.assert_array_equal(via_file.same_top1, exact.same_top1)
+
+
+def test_export_full_store(tmp_path: Path) -> None:
+    from quantfid.store.full import FullStoreWriter
+    from quantfid.store.llamacpp import kld_base_from_store
+
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(2, 7, 33)).astype(np.float32) * 3
+    toks = rng.integers(0, 33, size=(2, 16)).astype(np.int32)
+    w = FullStoreWriter(tmp_path / "s", model_id="m", tokenizer_id="t", vocab_size=33, ctx=16)
+    for i in range(2):
+        w.append(logits[i], toks[i])
+    kb = kld_base_from_store(w.close(), tmp_path / "s.kld")
+    np.testing.assert_array_equal(np.asarray(kb.tokens), toks)
+    for c in range(2):
+        np.testing.assert_array_equal(np.asarray(kb.rows[c])[:, 4:], encode_rows(logits[c])[:, 4:])
+        np.testing.assert_array_equal(kb.targets(c), toks[c, 9:])
+
+
+def test_metrics_against_refuses_bad_input(c16_path: Path) -> None:
+    kb = KldBase(c16_path)
+    q = np.zeros((7, kb.n_vocab - 1), np.float32)
+    with pytest.raises(MismatchError, match=r"expected shape \(7, 49152\)"):
+        kb.metrics_against(0, q)
+    with pytest.raises(MismatchError, match="targets differ"):
+        kb.metrics_against(0, np.zeros((7, kb.n_vocab), np.float32), targets=np.zeros(7))
+    bad = np.zeros((7, kb.n_vocab), np.float32)
+    bad[3, 11] = np.inf
+    with pytest.raises(FormatError, match=r"token 3, vocab 11"):
+        kb.metrics_against(0, bad)
+    with pytest.raises(MismatchError, match="out of range"):
+        kb.metrics_against(2, bad)

@@ -18,6 +18,16 @@ from quantfid.store.llamacpp import KldBase
 FIX = Path(__file__).parent / "fixtures"
 
 
+def quant_logits(kb: KldBase) -> np.ndarray:
+    """The quant's logits of fixtures/README.md (exact where llama.cpp reads them)."""
+    z = np.load(FIX / "c16_quant_sparse.npz")
+    out = np.repeat(z["fill"][:, None], kb.n_vocab, axis=1)
+    offs = np.concatenate([[0], np.cumsum(z["counts"])])
+    for r in range(len(z["counts"])):
+        out[r, z["ids"][offs[r]:offs[r + 1]].astype(np.int64)] = z["logits"][offs[r]:offs[r + 1]]
+    return out
+
+
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
     assert main(["stats", *argv, "--json", "--n-boot", "20"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -82,12 +92,10 @@ def test_kld_base_alone_prints_reference_ppl(capsys: pytest.CaptureFixture[str],
 
 def test_kld_base_with_quant_matches_llamacpp(capsys: pytest.CaptureFixture[str],
                                               tmp_path: Path) -> None:
-    from tests.store.test_llamacpp import quant_logits
-
     p = tmp_path / "base.kld"
     p.write_bytes(lzma.decompress((FIX / "c16_base.kld.xz").read_bytes()))
     kb = KldBase(p)
-    np.save(tmp_path / "q.npy", quant_logits(kb).reshape(-1, kb.n_vocab))
+    np.save(tmp_path / "q.npy", quant_logits(kb))
     out = run_json(capsys, "--ref", str(p), "--quant", str(tmp_path / "q.npy"))
     # llama-perplexity's running line after chunk 2 (fixtures/c16_kld_run.out)
     assert out["kld_mean"] == pytest.approx(0.32672, abs=5e-6)
@@ -99,7 +107,7 @@ def test_kld_base_with_quant_matches_llamacpp(capsys: pytest.CaptureFixture[str]
 
 
 def test_errors_exit_2(capsys: pytest.CaptureFixture[str], arrays: tuple, tmp_path: Path) -> None:
-    r, q, t, ref, qa, _ = arrays
+    r, q, _, _, qa, _ = arrays
     assert main(["stats", "--ref", str(tmp_path / "nope.npy"), "--quant", str(q)]) == 2
     assert "no such file" in capsys.readouterr().err
     np.save(tmp_path / "short.npy", qa[:, :49])
@@ -119,3 +127,31 @@ def test_errors_exit_2(capsys: pytest.CaptureFixture[str], arrays: tuple, tmp_pa
     assert ".npy or .safetensors" in capsys.readouterr().err
     assert main(["stats", "--ref", str(r)]) == 2
     assert "--quant is required" in capsys.readouterr().err
+
+
+def test_store_directory_as_ref(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from quantfid.metrics.types import TokenMetrics
+    from quantfid.store.compact import CompactStoreWriter
+    from quantfid.store.full import FullStoreWriter
+
+    rng = np.random.default_rng(6)
+    ref = rng.normal(size=(2, 7, 40)).astype(np.float32) * 2
+    q = (ref + rng.normal(size=ref.shape) * 0.2).astype(np.float32)
+    toks = rng.integers(0, 40, size=(2, 16))
+    np.save(tmp_path / "q.npy", q.reshape(-1, 40))
+    for name, cls in (("full", FullStoreWriter), ("compact", CompactStoreWriter)):
+        w = cls(tmp_path / name, model_id="m", tokenizer_id="t", vocab_size=40, ctx=16)
+        for i in range(2):
+            w.append(ref[i], toks[i])
+        st = w.close()
+        out = run_json(capsys, "--ref", str(tmp_path / name), "--quant", str(tmp_path / "q.npy"))
+        tm = TokenMetrics.concat([st.metrics_against(i, q[i]) for i in range(2)])
+        want = summarize(tm, np.repeat(np.arange(2), 7), n_boot=20,
+                         rng=np.random.default_rng(0)).to_json()
+        for k in STATS_KEYS:
+            assert out[k] == pytest.approx(want[k]), (name, k)
+        assert out["n_tokens"] == 14 and out["ppl_ref"] is not None
+    np.save(tmp_path / "q_short.npy", q.reshape(-1, 40)[:13])
+    assert main(["stats", "--ref", str(tmp_path / "full"), "--quant",
+                 str(tmp_path / "q_short.npy")]) == 2
+    assert "expected shape (14, 40)" in capsys.readouterr().err

@@ -120,6 +120,11 @@ def ref_store_dir(ws: Workspace, benchmark: str, reference: Model, set_hash: str
     return ws.array_dir("prompts", benchmark) / f"{model_key(reference)[:16]}-{set_hash[:16]}"
 
 
+def _vocab_size(lm: LoadedModel) -> int:
+    head: Any = lm.module.get_output_embeddings()  # type: ignore[operator]
+    return int(head.weight.shape[0])
+
+
 def _pick(loglik: np.ndarray, norm: np.ndarray | None = None) -> int:
     return int(np.argmax(loglik if norm is None else loglik / norm))
 
@@ -189,7 +194,7 @@ def evaluate(ws: Workspace, lm: LoadedModel, benchmark: str, prompts: Sequence[A
     store = PromptRefStore(store_dir) if do_fid and not is_ref else None
     writer = None
     if do_fid and is_ref:
-        vocab = int(lm.module.get_output_embeddings().weight.shape[0])
+        vocab = _vocab_size(lm)
         writer = PromptRefWriter(store_dir, model_id=model.id, model_hash=model_key(model),
                                  tokenizer_id=str(getattr(lm.tokenizer, "name_or_path", "")),
                                  vocab_size=vocab, prompt_set_hash=set_hash)

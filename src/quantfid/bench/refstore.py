@@ -43,10 +43,11 @@ class PromptRefWriter:
         if self.path.exists():
             shutil.rmtree(self.path)  # an unfinished earlier write (no index.json): redo it
         self.path.mkdir(parents=True)
-        self._args = {"model_id": model_id, "model_hash": model_hash,
-                      "tokenizer_id": tokenizer_id, "vocab_size": vocab_size}
-        self._meta = {"format_version": FORMAT_VERSION, "prompt_set_hash": prompt_set_hash,
-                      **self._args}
+        self._ids = (model_id, model_hash, tokenizer_id, int(vocab_size), prompt_set_hash)
+        self._meta: dict[str, Any] = {
+            "format_version": FORMAT_VERSION, "prompt_set_hash": prompt_set_hash,
+            "model_id": model_id, "model_hash": model_hash, "tokenizer_id": tokenizer_id,
+            "vocab_size": int(vocab_size)}
         self._index: dict[str, list[int]] = {}
         self._writer: CompactStoreWriter | None = None
         self._len = -1
@@ -61,9 +62,11 @@ class PromptRefWriter:
             if n in self._done:
                 raise ValueError(f"prompts must arrive grouped by length ({n} seen before)")
             self._close_current()
+            model_id, model_hash, tokenizer_id, vocab, set_hash = self._ids
             self._writer = CompactStoreWriter(
-                self.path / f"L{n}", ctx=n, scoring="all", corpus_hash=self._meta["prompt_set_hash"],
-                value_dtype="float32", rng=np.random.default_rng(n), **self._args)
+                self.path / f"L{n}", model_id=model_id, tokenizer_id=tokenizer_id,
+                vocab_size=vocab, ctx=n, scoring="all", model_hash=model_hash,
+                corpus_hash=set_hash, value_dtype="float32", rng=np.random.default_rng(n))
             self._len = n
         assert self._writer is not None
         self._index[prompt_id] = [n, self._writer.n_windows]

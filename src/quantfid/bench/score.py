@@ -78,9 +78,9 @@ def _score_batch(module: torch.nn.Module, batch: Sequence[EncodedPrompt], device
         cache.reorder_cache(idx.to(device))
         cids = torch.zeros(len(rows), l_max, dtype=torch.long)
         cmask = torch.zeros(len(rows), l_max, dtype=torch.long)
-        for r, c in enumerate(conts):
-            cids[r, :len(c) - 1] = c[:-1]
-            cmask[r, :len(c) - 1] = 1
+        for r, ct in enumerate(conts):
+            cids[r, :len(ct) - 1] = ct[:-1]
+            cmask[r, :len(ct) - 1] = 1
         amask = torch.cat([mask[idx], cmask], dim=1)
         cpos = torch.tensor(plen, dtype=torch.long)[idx][:, None] + torch.arange(l_max)[None, :]
         out2 = module(input_ids=cids.to(device), attention_mask=amask.to(device),

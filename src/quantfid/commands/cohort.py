@@ -11,7 +11,7 @@ from typing import Any
 from quantfid.errors import QuantfidError
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cohort", help="build a cohort of quants from a reference (GGML types, RTN, mixes)")
     csub = p.add_subparsers(dest="cohort_command", metavar="ACTION")
 
@@ -46,12 +46,19 @@ def run_list(args: argparse.Namespace) -> int:
     from quantfid.quantize.recipes import DEFAULT_COHORT, get_recipe, list_recipes
     from quantfid.quantize.reference import reference_shape
 
-    shape = reference_shape(args.reference)
+    try:
+        shape = reference_shape(args.reference)
+    except QuantfidError as e:
+        if args.reference is not None:
+            raise
+        print(f"quantfid: note: no bits per weight ({e})", file=sys.stderr)
+        shape = None
     recipes = list_recipes() if args.all else [get_recipe(n) for n in DEFAULT_COHORT]
     rows: list[dict[str, Any]] = []
     for r in recipes:
-        need = r.needs_imatrix(shape)
-        rows.append({"name": r.name, "bits_per_weight": round(r.bits_per_weight(shape), 4),
+        need = r.needs_imatrix(shape) if shape is not None else []
+        rows.append({"name": r.name,
+                     "bits_per_weight": round(r.bits_per_weight(shape), 4) if shape else None,
                      "default": r.name in DEFAULT_COHORT,
                      "available": not need,
                      "reason": f"needs an importance matrix ({len(need)} tensors)" if need else "",
@@ -61,7 +68,8 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         flag = "" if row["available"] else f"  [unavailable without --imatrix: {row['reason']}]"
-        print(f"{row['name']:22s} {row['bits_per_weight']:7.3f} bpw  {row['description']}{flag}")
+        bpw = f"{row['bits_per_weight']:7.3f} bpw" if row["bits_per_weight"] is not None else "    ? bpw"
+        print(f"{row['name']:22s} {bpw}  {row['description']}{flag}")
     return 0
 
 

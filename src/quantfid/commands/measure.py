@@ -76,24 +76,40 @@ def format_table(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def _prompts(args: argparse.Namespace) -> None:
+def _prompts(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per-prompt fidelity of the workspace's models (quantfid.bench.prompt_fidelity)."""
+    if args.workspace is None:
+        raise QuantfidError("--prompts needs --workspace (per-prompt rows are stored there)")
     try:
-        from quantfid.bench.prompt_fidelity import measure_prompts  # type: ignore[import-not-found, unused-ignore]
+        from quantfid.bench.prompt_fidelity import measure_prompts
     except ImportError as e:
         raise QuantfidError("--prompts is not available in this build: per-prompt fidelity "
-                            f"(quantfid.bench.prompt_fidelity.measure_prompts) is missing ({e})"
-                            ) from e
-    measure_prompts(args.prompts, reference=args.reference, quants=args.quant,
-                    workspace=args.workspace, names=args.name, dtype=args.dtype,
-                    device=args.device)
+                            f"(quantfid.bench.prompt_fidelity) is missing ({e})") from e
+    from quantfid.store.workspace import Workspace
+
+    res = measure_prompts(Workspace(args.workspace), args.prompts,
+                          batch_size=max(args.batch_size, 1), progress=True)
+    return [r.to_json() for r in res]
 
 
 def run(args: argparse.Namespace) -> int:
-    from quantfid.measure import measure, stats_keys
+    from quantfid.measure import measure, register_models, stats_keys
 
-    if args.prompts is not None:
-        _prompts(args)
     stored = args.reference is not None and _is_stored(args.reference)
+    if args.prompts is not None and args.corpus is None and not stored:
+        if args.workspace is None:
+            raise QuantfidError("--prompts needs --workspace (per-prompt rows are stored there)")
+        register_models(args.reference, args.quant, args.workspace, names=args.name,
+                        reference_name=args.reference_name, dtype=args.dtype,
+                        device=args.device)
+        rows = _prompts(args)
+        if args.json:
+            json.dump(rows, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            keys = ("benchmark", "n", "acc", "acc_norm", "kld_mean", "skipped")
+            print(format_table(rows, keys))
+        return 0
     corpus = args.corpus if (args.corpus is not None or stored) else "prose"
     ctx = args.ctx if (args.ctx is not None or stored) else 512
     results = measure(args.reference, args.quant, corpus, ctx, chunks=args.chunks,
@@ -102,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
                       reference_name=args.reference_name, batch_size=args.batch_size,
                       store=args.store, n_boot=args.n_boot, seed=args.seed,
                       imatrix=args.imatrix, progress=True)
+    prompt_rows = _prompts(args) if args.prompts is not None else []
     if args.json:
         json.dump([r.to_json() for r in results], sys.stdout, indent=2, allow_nan=True)
         sys.stdout.write("\n")
@@ -110,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"reference {r0.reference}  corpus {r0.corpus} ({r0.corpus_hash[:12]})  "
               f"ctx {r0.ctx}  scoring {r0.scoring}  windows {r0.n_windows}")
         print(format_table([r.to_json() for r in results], stats_keys()))
+        if prompt_rows:
+            print()
+            print(format_table(prompt_rows, ("benchmark", "n", "acc", "acc_norm", "kld_mean",
+                                             "skipped")))
     return 0
 
 

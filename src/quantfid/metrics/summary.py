@@ -45,7 +45,7 @@ PERCENTILES: dict[str, float] = {"kld_p90": 0.90, "kld_p95": 0.95, "kld_p99": 0.
 CI_LEVEL = 0.95
 _BOOT_CELLS = 1 << 22  # resample indices drawn per vectorised step (n_resamples x n_blocks)
 
-# per-token sums kept by the accumulator: name -> (field of TokenMetrics, power or product)
+# running sums kept by the accumulator (x2: sum of squares, nll_qr: sum of nll_q * nll_ref)
 _SUM_KEYS = ("kld", "kld2", "rkld", "jsd", "nll_q", "nll_q2", "nll_ref", "nll_ref2", "nll_qr",
              "dp", "dp2", "dp4", "same", "top5", "top10")
 

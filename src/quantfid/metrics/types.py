@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ class TokenMetrics:
         """Concatenate along tokens; a field is kept only if every part has it."""
         if not parts:
             raise ValueError("concat of no TokenMetrics")
-        out = {}
+        out: dict[str, Any] = {}
         for f in dataclasses.fields(TokenMetrics):
             vals = [getattr(p, f.name) for p in parts]
             out[f.name] = None if any(v is None for v in vals) else np.concatenate(vals)

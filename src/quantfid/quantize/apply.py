@@ -188,7 +188,7 @@ def quantize_model(module: torch.nn.Module, recipe: Recipe, imatrix: Imatrix | N
     im_hash = imatrix.hash if imatrix is not None else None
     return QuantReport(
         recipe=recipe.name, types=types, bits_per_weight=8.0 * total_bytes / n_all,
-        quantized_bits_per_weight=8.0 * q_bytes / n_q, bytes=int(round(total_bytes)),
+        quantized_bits_per_weight=8.0 * q_bytes / n_q, bytes=round(total_bytes),
         n_weights=int(n_all),
         hash=quant_hash(types, reference_hash, im_hash),
         reference_hash=reference_hash, imatrix_hash=im_hash,

@@ -38,6 +38,15 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return {e["recipe"]: e for e in data.get("quants", []) if "recipe" in e}
 
 
+def _reference_gguf(info: Model) -> Path | None:
+    """The GGUF file the loaded reference came from (its metadata and tokenizer are copied)."""
+    if info.format != "gguf":
+        return None
+    if info.source.startswith("embedded:"):
+        return gguf_source(None)
+    return Path(info.source)
+
+
 def build_cohort(reference: str | None, recipes: str, out_dir: Path, fmt: str = "gguf",
                  imatrix_path: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Quantize ``reference`` with each recipe of ``recipes`` (``default`` or NAME,NAME) and
@@ -56,7 +65,7 @@ def build_cohort(reference: str | None, recipes: str, out_dir: Path, fmt: str = 
     ref_hash = lm.info.hash or hash_array(
         torch.cat([p.detach().flatten().float() for p in ref.parameters()]).numpy())
     shape = model_shape(ref)
-    src_gguf = gguf_source(reference)
+    src_gguf = _reference_gguf(lm.info)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / "cohort.json"
     previous = _read_manifest(manifest_path)

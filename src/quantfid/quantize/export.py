@@ -11,6 +11,7 @@ tokenizer: serve it with a tokenizer from elsewhere).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -35,16 +36,26 @@ def rope_permutation(rows: int, n_head: int) -> np.ndarray:
     return idx.reshape(n_head, 2, rows // n_head // 2).swapaxes(1, 2).reshape(rows)
 
 
-def _copy_metadata(writer: Any, reference: Path) -> None:
+@functools.lru_cache(maxsize=4)
+def gguf_metadata(reference: Path) -> tuple[tuple[str, Any, Any, Any], ...]:
+    """(key, value, type, array item type) of every metadata field of a GGUF worth copying
+    into a quant of it (read once per process: gguf-py's reader takes seconds on a vocab)."""
     import gguf
 
     r = gguf.GGUFReader(reference)
+    out = []
     for key, f in r.fields.items():
         if key.startswith(_SKIP_KEYS):
             continue
         vtype = f.types[0]
         sub = f.types[1] if vtype == gguf.GGUFValueType.ARRAY and len(f.types) > 1 else None
-        writer.add_key_value(key, f.contents(), vtype, sub_type=sub)
+        out.append((key, f.contents(), vtype, sub))
+    return tuple(out)
+
+
+def _copy_metadata(writer: Any, reference: Path) -> None:
+    for key, value, vtype, sub in gguf_metadata(reference.resolve()):
+        writer.add_key_value(key, value, vtype, sub_type=sub)
 
 
 def _config_metadata(writer: Any, cfg: Any) -> None:

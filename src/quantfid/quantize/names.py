@@ -122,7 +122,8 @@ def model_shape(module: torch.nn.Module) -> ModelShape:
         infos.append(TensorInfo(name=name, gguf=g, shape=(int(w.shape[0]), int(w.shape[1])),
                                 category=category(g), layer=int(m.group(1)) if m else None))
     out_w = getattr(module, "lm_head", None)
-    emb = module.get_input_embeddings() if hasattr(module, "get_input_embeddings") else None
+    get_emb = getattr(module, "get_input_embeddings", None)
+    emb = get_emb() if callable(get_emb) else None
     tied = bool(out_w is not None and emb is not None and out_w.weight is emb.weight)
     if tied:
         infos = [TensorInfo(t.name, t.gguf, t.shape, t.category, t.layer, tied=True)
@@ -142,4 +143,4 @@ def meta_model(config: object) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)  # type: ignore[no-any-return]
+        return AutoModelForCausalLM.from_config(config)

@@ -28,7 +28,7 @@ def reference_shape(spec: str | None) -> ModelShape:
                 raise QuantfidError(f"GGUF file not found: {g}")
             cfg = AutoConfig.from_pretrained(str(g.resolve().parent), gguf_file=g.name)
         else:
-            cfg = AutoConfig.from_pretrained(spec)
+            cfg = AutoConfig.from_pretrained(str(spec))
     except (OSError, ValueError) as e:
         raise QuantfidError(f"could not read the config of {spec!r}: {e}") from e
     return model_shape(meta_model(cfg))

@@ -137,7 +137,8 @@ def decode_rows(rows: np.ndarray, n_vocab: int) -> np.ndarray:
     return np.asarray(scale[:, None] * q + mlp[:, None], dtype=np.float32)
 
 
-def metrics_from_rows(rows: np.ndarray, q_logits: Any, targets: np.ndarray) -> TokenMetrics:
+def metrics_from_rows(rows: np.ndarray, q_logits: Any, targets: np.ndarray,
+                      n_vocab: int | None = None) -> TokenMetrics:
     """Per-token metrics of quant logits against kld-base rows, exactly as llama-perplexity.
 
     kld: KL(base || quant) in nats over the entries with base log-prob > -16 (not
@@ -152,8 +153,11 @@ def metrics_from_rows(rows: np.ndarray, q_logits: Any, targets: np.ndarray) -> T
     n_vocab_padded = rows.shape[1] - 4
     q = np.asarray(q_logits.detach().float().cpu().numpy() if hasattr(q_logits, "detach")
                    else q_logits)
-    if q.ndim != 2 or q.shape[0] != n or not (n_vocab_padded - 1 <= q.shape[1] <= n_vocab_padded):
-        raise MismatchError(f"quant logits: expected shape ({n}, n_vocab) matching the base "
+    ok_vocab = ((q.shape[-1] == n_vocab) if n_vocab is not None
+                else (n_vocab_padded - 1 <= q.shape[-1] <= n_vocab_padded))
+    if q.ndim != 2 or q.shape[0] != n or not ok_vocab:
+        want = n_vocab if n_vocab is not None else "n_vocab"
+        raise MismatchError(f"quant logits: expected shape ({n}, {want}) matching the base "
                             f"rows (width {rows.shape[1]}), got {q.shape}")
     n_vocab = q.shape[1]
     q = _as_f32_rows(q, n_vocab, "quant logits")
@@ -415,7 +419,7 @@ class KldBase:
         if targets is not None and not np.array_equal(np.asarray(targets), t):
             raise MismatchError(f"{self.path}: targets differ from the file's tokens in chunk "
                                 f"{chunk}")
-        return metrics_from_rows(self.rows[self._chunk(chunk)], q_logits, t)
+        return metrics_from_rows(self.rows[self._chunk(chunk)], q_logits, t, self.n_vocab)
 
 
 class KldBaseWriter:
@@ -483,3 +487,28 @@ class KldBaseWriter:
             self.abort()
         elif self._fh is not None:
             self.close()
+
+
+def write_kld_base(path: str | os.PathLike[str], tokens: np.ndarray, n_vocab: int,
+                   chunks: Any) -> KldBase:
+    """Write a kld-base file from ``tokens`` (n_chunk, n_ctx) and an iterable of per-chunk
+    logits or log-probs (n_scored, n_vocab), atomically; returns the reader."""
+    with KldBaseWriter(path, tokens, n_vocab) as w:
+        for chunk in chunks:
+            w.append(chunk)
+        return w.close()
+
+
+def kld_base_from_store(store: Any, path: str | os.PathLike[str]) -> KldBase:
+    """Export a quantfid full store (llama.cpp scoring) as a kld-base file llama-perplexity reads.
+
+    The store's log-probs are encoded as llama.cpp encodes logits (shift-invariant, so the
+    16-bit codes agree with llama.cpp's own up to float rounding of the normaliser).
+    """
+    meta = store.meta
+    if meta.kind != "full" or meta.scoring != "llamacpp":
+        raise MismatchError(f"{store.path}: only a full store with llama.cpp scoring can be "
+                            f"exported (this one: kind {meta.kind!r}, scoring {meta.scoring!r})")
+    return write_kld_base(path, np.asarray(store.tokens), meta.vocab_size,
+                          (np.asarray(store.logp(w), dtype=np.float32)
+                           for w in range(store.n_windows)))

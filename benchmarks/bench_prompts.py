@@ -1,0 +1,86 @@
+"""Prompts/s of choice scoring on the default model: prefix sharing + batching vs the naive
+one-forward-per-choice loop, measured in the same run on the same prompts, and their
+agreement (max |difference| of the choice log-likelihoods).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_prompts.py [--n 24] [--batch-size 4]
+        [--repeats 2] [--threads N] [--json]
+
+Timings are the best of ``--repeats`` runs of each method (alternated, so both see the
+same machine load). tokens/prompt: what the shared path processes (context once plus
+every choice) and what the naive path processes (context + choice, per choice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from quantfid.backends.hf import load_hf
+from quantfid.bench.encode import encode_prompt
+from quantfid.bench.score import score_naive, score_prompts
+from quantfid.bench.tasks import DEFAULT_TASKS, load_prompts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=24, help="prompts per task")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lm = load_hf("embedded")
+    rows = []
+    for task in DEFAULT_TASKS:
+        prompts = load_prompts(task, limit=args.n)
+        enc = [encode_prompt(lm.tokenizer, p) for p in prompts]
+        t_shared, t_naive = [], []
+        shared = naive = None
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            shared = score_prompts(lm.module, enc, lm.device, batch_size=args.batch_size)
+            t_shared.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            naive = score_naive(lm.module, enc, lm.device)
+            t_naive.append(time.perf_counter() - t0)
+        assert shared is not None and naive is not None
+        diff = max(float(np.abs(a.loglik - b.loglik).max()) for a, b in zip(shared, naive, strict=True))
+        same_pick = np.mean([a.loglik.argmax() == b.loglik.argmax() for a, b in zip(shared, naive, strict=True)])
+        rows.append({
+            "task": task, "n": len(enc),
+            "tokens_per_prompt_shared": float(np.mean([e.n_tokens for e in enc])),
+            "tokens_per_prompt_naive": float(np.mean([sum(len(e.context) + len(c) - 1
+                                                          for c in e.continuations) for e in enc])),
+            "prompts_per_s_shared": len(enc) / min(t_shared),
+            "prompts_per_s_naive": len(enc) / min(t_naive),
+            "speedup": min(t_naive) / min(t_shared),
+            "max_abs_loglik_diff": diff, "same_argmax": float(same_pick)})
+    tot_s = sum(r["n"] / r["prompts_per_s_shared"] for r in rows)
+    tot_n = sum(r["n"] / r["prompts_per_s_naive"] for r in rows)
+    summary = {"threads": torch.get_num_threads(), "batch_size": args.batch_size,
+               "tasks": rows, "overall_speedup": tot_n / tot_s,
+               "overall_prompts_per_s_shared": sum(r["n"] for r in rows) / tot_s,
+               "overall_prompts_per_s_naive": sum(r["n"] for r in rows) / tot_n}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"torch threads {summary['threads']}, batch size {args.batch_size}")
+    print(f"{'task':<14}{'n':>4}{'tok/p shared':>13}{'tok/p naive':>12}{'p/s shared':>11}"
+          f"{'p/s naive':>10}{'speedup':>8}{'max|dLL|':>10}")
+    for r in rows:
+        print(f"{r['task']:<14}{r['n']:>4}{r['tokens_per_prompt_shared']:>13.1f}"
+              f"{r['tokens_per_prompt_naive']:>12.1f}{r['prompts_per_s_shared']:>11.2f}"
+              f"{r['prompts_per_s_naive']:>10.2f}{r['speedup']:>8.2f}{r['max_abs_loglik_diff']:>10.2e}")
+    print(f"overall: {summary['overall_prompts_per_s_shared']:.2f} vs "
+          f"{summary['overall_prompts_per_s_naive']:.2f} prompts/s, "
+          f"speedup {summary['overall_speedup']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
