@@ -14,7 +14,8 @@ in one process and interleaved (so machine load affects both alike):
 - bfloat16: the same backend with the model in bfloat16, its speed and its noise floor:
   the KLD of the bf16 reference against the f32 one on the same windows.
 
-Usage: ``python benchmarks/bench_forward.py [--ctx 512 2048] [--windows 3] [--repeats 3]``.
+Usage: ``python benchmarks/bench_forward.py [--ctx 512 2048] [--tokens 1536] [--repeats 3]``
+(windows per context = max(1, tokens // ctx)).
 Prints one JSON object (medians over repeats, tokens/s = input tokens per second).
 """
 
@@ -107,7 +108,7 @@ def bench_measure(n_ctx: int, n_windows: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ctx", type=int, nargs="+", default=[512, 2048])
-    ap.add_argument("--windows", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=1536, help="input tokens per context")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-measure", action="store_true")
@@ -125,11 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
                            "load_s": load_s, "corpus_tokens": len(tokens), "results": []}
     for n_ctx in args.ctx:
-        out["results"].append(bench_ctx(ref, bf16, tokens, n_ctx, args.windows, args.repeats))
+        n_win = max(1, args.tokens // n_ctx)
+        out["results"].append(bench_ctx(ref, bf16, tokens, n_ctx, n_win, args.repeats))
         print(json.dumps(out["results"][-1]), file=sys.stderr)
     if not args.skip_measure:
         del bf16
-        out["measure"] = [bench_measure(n_ctx, args.windows) for n_ctx in args.ctx]
+        out["measure"] = [bench_measure(n_ctx, max(1, args.tokens // n_ctx)) for n_ctx in args.ctx]
+        for m in out["measure"]:
+            print(json.dumps(m), file=sys.stderr)
     print(json.dumps(out, indent=2))
     return 0
 

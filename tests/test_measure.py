@@ -204,3 +204,17 @@ def test_embedded_model_q4_1_is_nearly_lossless() -> None:
     assert res[0].reference == "SmolLM2-135M-Instruct-f32" and q41["n_tokens"] == 63
     assert q41["kld_mean"] < 0.02 and q41["same_top1"] > 0.9
     assert q2["kld_mean"] > 10 * q41["kld_mean"]
+
+
+def test_register_models_for_prompts(models: dict[str, Path], tmp_path: Path) -> None:
+    from quantfid.measure import register_models
+
+    ws = Workspace(tmp_path / "ws")
+    out = register_models(str(models["ref"]), [str(models["q"]), "rtn-w4g32-sym"], ws,
+                          names=["qq"])
+    assert [m.id for m in out] == ["qq", "rtn-w4g32-sym"]
+    assert ws.require_reference().id == "ref"
+    rec = ws.model("rtn-w4g32-sym")
+    assert rec.source == "recipe:rtn-w4g32-sym@ref" and rec.format == "recipe"
+    assert rec.bits_per_weight is not None and 4 < rec.bits_per_weight < 33
+    assert ws.model("qq").source == str(models["q"].resolve()) and ws.model("qq").hash

@@ -105,3 +105,18 @@ def test_default_cohort_builds_on_default_shapes_fast_check() -> None:
             scheme = get_recipe(name).type_map(s)[t.name]
             if scheme in ggml.GGML_TYPES:
                 assert ggml.ggml_type(scheme).fits(t.n_per_row)
+
+
+def test_source_module_equals_deep_copy() -> None:
+    """One working copy re-quantized from the reference equals a fresh deep copy each time."""
+    ref = tiny_llama(seed=6)
+    work = copy.deepcopy(ref)
+    for name in ("Q4_0-pure", "rtn-w3g64-asym", "Q8_0"):
+        quantize_model(work, get_recipe(name), source=ref, progress=False)
+        fresh = copy.deepcopy(ref)
+        quantize_model(fresh, get_recipe(name), progress=False)
+        for (n, p), q in zip(work.named_parameters(), fresh.parameters(), strict=True):
+            assert torch.equal(p, q), (name, n)
+    with pytest.raises(QuantfidError, match="shape"):
+        quantize_model(copy.deepcopy(ref), get_recipe("Q8_0"), source=tiny_llama(hidden=128),
+                       progress=False)

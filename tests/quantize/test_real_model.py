@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
+from tests.quantize.conftest import smollm_shape
 
 from quantfid.quantize import get_recipe, model_shape, quantize_model
-from tests.quantize.conftest import smollm_shape
 
 
 @pytest.mark.slow

@@ -7,8 +7,9 @@ log-probs over exactly those tokens, so fidelity costs no second run.
 
 - The workspace reference's log-probs go once to a compact store
   (:mod:`quantfid.bench.refstore`) under ``arrays/prompts/<benchmark>/<ref>-<prompt set>``.
-- A quant's log-probs are compared with it token by token: KL(P_ref || P_quant) in nats
-  (lower bound within the compact store's tail bound), reverse KL, JSD, same top-1, dp,
+- A quant's log-probs are compared with it token by token (``CompactStore.metrics_against``):
+  KL(P_ref || P_quant) in nats (top-k buckets + the store's tail estimate; log-softmax in
+  float64 of the model's float32 log-probs), reverse KL, JSD, same top-1, dp,
   NLL of both; a :class:`~quantfid.records.PromptFidelity` row holds their means over the
   prompt's scored tokens, plus KL max and sum.
 - Outcomes: ``passed`` = lm-eval ``acc`` (argmax of summed log-prob) under ``<benchmark>``

@@ -3,8 +3,9 @@
 A prompt's scored tokens are ``gold_ids[1:]`` (the context after its first token, then the
 gold answer). The reference's full log-softmax at those positions goes to the store
 engineer's compact store (``quantfid.store.compact``: per token the top-k reference
-log-probs covering 1 - 1e-4 of the mass, the exact tail mass and the exact target log-prob;
-KL is exact up to the documented tail bound). That store holds fixed-length windows, so
+log-probs covering 1 - 1e-4 of the mass, the exact tail mass, a sample of the tail and the
+exact target log-prob; KL, reverse KL and JSD follow that store's definitions and error
+bounds, everything else is exact). Values are kept in float32. That store holds fixed-length windows, so
 prompts are grouped by length: one compact store per sequence length L, whose windows are
 the prompts of that length, scored with the ``"all"`` convention (positions 0..L-2).
 Callers feed prompts sorted by length (``PromptRefWriter.append`` closes a length's store

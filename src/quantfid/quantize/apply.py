@@ -139,7 +139,8 @@ def quantize_tensor(weight: torch.Tensor, scheme: str, imatrix: np.ndarray | Non
 def quantize_model(module: torch.nn.Module, recipe: Recipe, imatrix: Imatrix | None = None, *,
                    cache: QuantCache | None = None, reference_hash: str | None = None,
                    keep_data: bool = False, progress: bool = True,
-                   shape: ModelShape | None = None, threads: int | None = None) -> QuantReport:
+                   shape: ModelShape | None = None, threads: int | None = None,
+                   source: torch.nn.Module | None = None) -> QuantReport:
     """Quantize ``module`` in place with ``recipe`` (pass a deep copy of the reference).
 
     imatrix: importance per weight column (see :mod:`quantfid.quantize.imatrix`), used by
@@ -147,7 +148,9 @@ def quantize_model(module: torch.nn.Module, recipe: Recipe, imatrix: Imatrix | N
     cache: shares GGML results across recipes. reference_hash: the content hash of the
     reference ``module`` is an unmodified copy of; with a cache, (reference_hash, tensor name)
     names each weight instead of hashing its bytes. threads: GGML tensors quantized at once
-    (libgguf releases the GIL; default: the CPU count, at most 4).
+    (libgguf releases the GIL; default: the CPU count, at most 4). source: read the float
+    weights from this module (same architecture) instead of ``module``, so one working copy
+    serves a whole cohort without a deep copy per recipe.
     """
     shape = shape or model_shape(module)
     has_im = imatrix is not None
@@ -157,10 +160,14 @@ def quantize_model(module: torch.nn.Module, recipe: Recipe, imatrix: Imatrix | N
                             f"tensors (e.g. {missing[0]}); compute one with `quantfid cohort imatrix`")
     types = recipe.type_map(shape, has_imatrix=has_im)
     params = dict(module.named_parameters())
+    src_params = dict(source.named_parameters()) if source is not None else params
     infos: list[TensorInfo] = list(shape.tensors)
     for t in infos:
-        if t.name not in params:
+        if t.name not in params or t.name not in src_params:
             raise QuantfidError(f"tensor {t.name} of the model shape is not in the module")
+        if src_params[t.name].shape != params[t.name].shape:
+            raise QuantfidError(f"source tensor {t.name} has shape {tuple(src_params[t.name].shape)}, "
+                                f"the module's is {tuple(params[t.name].shape)}")
     data: dict[str, np.ndarray] = {}
 
     def work(t: TensorInfo) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -168,7 +175,7 @@ def quantize_model(module: torch.nn.Module, recipe: Recipe, imatrix: Imatrix | N
         im = imatrix.lookup(t) if imatrix is not None and scheme in ggml.GGML_TYPES else None
         key = f"{reference_hash}:{t.name}" if reference_hash else None
         with torch.no_grad():
-            return quantize_tensor(params[t.name].data, scheme, im, cache, key)
+            return quantize_tensor(src_params[t.name].data, scheme, im, cache, key)
 
     n_threads = threads or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=n_threads) as pool:

@@ -70,6 +70,7 @@ def build_cohort(reference: str | None, recipes: str, out_dir: Path, fmt: str = 
     manifest_path = out_dir / "cohort.json"
     previous = _read_manifest(manifest_path)
     cache = QuantCache()
+    work: Any = None        # one working copy, re-filled from the reference by every recipe
     results: list[dict[str, Any]] = []
     for recipe in track(chosen, total=len(chosen), desc="cohort", unit="quant") if progress else chosen:
         need = recipe.needs_imatrix(shape) if im is None else []
@@ -86,14 +87,14 @@ def build_cohort(reference: str | None, recipes: str, out_dir: Path, fmt: str = 
             results.append({**old, "status": "kept", "seconds": 0.0})
             continue
         t0 = time.perf_counter()
-        module = copy.deepcopy(ref)
-        rep = quantize_model(module, recipe, im, cache=cache, reference_hash=ref_hash,
-                             keep_data=fmt == "gguf", progress=progress, shape=shape)
+        if work is None:
+            work = copy.deepcopy(ref)
+        rep = quantize_model(work, recipe, im, cache=cache, reference_hash=ref_hash,
+                             keep_data=fmt == "gguf", progress=progress, shape=shape, source=ref)
         if fmt == "gguf":
-            write_gguf(path, module, rep, reference_gguf=src_gguf)
+            write_gguf(path, work, rep, reference_gguf=src_gguf)
         else:
-            write_safetensors(path, module, rep, recipe)
-        del module
+            write_safetensors(path, work, rep, recipe)
         model = Model(id=recipe.name, role="quant", source=f"recipe:{recipe.name}@{lm.info.id}",
                       format=fmt, scheme=recipe.name, bits_per_weight=rep.bits_per_weight,
                       bytes=rep.bytes, hash=rep.hash)
