@@ -7,7 +7,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from tests.quantize.conftest import smollm_shape, tiny_llama
 
 from quantfid.errors import QuantfidError
 from quantfid.quantize import (
@@ -20,6 +19,8 @@ from quantfid.quantize import (
     quantize_model,
 )
 from quantfid.quantize.rtn import RTNConfig, rtn_quantize
+
+from .conftest import smollm_shape, tiny_llama
 
 
 def test_shape_inventory(tiny: torch.nn.Module) -> None:

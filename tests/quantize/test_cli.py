@@ -6,11 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from tests.quantize.conftest import tiny_llama
 
 from quantfid.backends.base import LoadedModel
 from quantfid.cli import main
 from quantfid.records import Model
+
+from .conftest import tiny_llama
 
 
 class _Tok:

@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from tests.quantize.conftest import tiny_llama
 
 from quantfid.quantize import Recipe, Rule, quantize_model
 from quantfid.quantize.export import rope_permutation, write_gguf, write_safetensors
+
+from .conftest import tiny_llama
 
 
 def test_rope_permutation_inverts_transformers() -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.quantize.conftest import tiny_llama
 
 from quantfid.errors import QuantfidError
 from quantfid.quantize import compute_imatrix, load_imatrix, model_shape
+
+from .conftest import tiny_llama
 
 
 def test_imatrix_matches_direct_computation(tmp_path) -> None:

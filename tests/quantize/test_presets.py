@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from tests.quantize.conftest import smollm_shape
 
 from quantfid.errors import QuantfidError
 from quantfid.quantize.names import ModelShape, TensorInfo
 from quantfid.quantize.presets import preset_types, use_more_bits
 from quantfid.quantize.recipes import DEFAULT_COHORT, get_recipe, list_recipes, resolve_recipes
+
+from .conftest import smollm_shape
 
 
 def _t(types: dict[str, str], layer: int | None, part: str) -> str:

@@ -30,5 +30,5 @@ def run(args: argparse.Namespace) -> int:
     files = report_workspace(args.workspace, out=args.out, stored=args.stored, n_boot=args.n_boot,
                              seed=args.seed)
     print(f"report: {files.html}", file=sys.stderr)
-    print(json.dumps(files.verdict.to_json(), indent=2) if args.json else files.verdict.text())
+    print(json.dumps(files.verdict.to_json(), indent=2) if args.json else str(files.verdict))
     return 0

@@ -51,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res.verdict.to_json(), indent=2))
     else:
-        print(res.verdict.text())
+        print(res.verdict)
     return 0

@@ -30,6 +30,15 @@ from quantfid.quantize.recipe import Recipe
 _SKIP_KEYS = ("GGUF.", "general.architecture", "general.file_type", "general.quantization_version")
 
 
+def _publish(tmp: str, target: Path) -> None:
+    """Give a finished temporary file the usual permissions (mkstemp makes it 0600) and move
+    it onto ``target`` atomically."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, target)
+
+
 def rope_permutation(rows: int, n_head: int) -> np.ndarray:
     """Row order llama.cpp's converter gives attn_q / attn_k (``gguf_rows = hf_rows[perm]``)."""
     idx = np.arange(rows)
@@ -131,7 +140,7 @@ def write_gguf(path: str | Path, module: torch.nn.Module, report: QuantReport,
         writer.close()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        _publish(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -152,7 +161,7 @@ def write_safetensors(out_dir: str | Path, module: torch.nn.Module, report: Quan
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"quantfid.recipe": recipe.name, "format": "pt"})
-        os.replace(tmp, d / "model.safetensors")
+        _publish(tmp, d / "model.safetensors")
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

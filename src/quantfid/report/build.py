@@ -21,7 +21,7 @@ from quantfid import atomic, embedded
 from quantfid.report import plots, view
 from quantfid.report.blocks import Block, Bullets, Heading, Image, Note, Para, fmt, table_from_rows
 from quantfid.report.render import to_html, to_markdown
-from quantfid.report.verdict import Verdict, verdict
+from quantfid.report.verdict import RULES, Verdict, verdict
 
 SECTIONS = ("cohort", "correlations", "silent_zone", "robustness", "decomposition",
             "failure_prediction", "router")
@@ -312,8 +312,7 @@ def _section_tables(a: dict[str, Any]) -> list[Block]:
     return out
 
 
-def _method(provenance: dict[str, Any], v: Verdict) -> list[Block]:
-    t = v.thresholds
+def _method(provenance: dict[str, Any]) -> list[Block]:
     out: list[Block] = [
         Heading("Method and caveats"),
         Para("Fidelity is measured token by token against the reference: KL(P_ref || P_quant) in "
@@ -323,19 +322,17 @@ def _method(provenance: dict[str, Any], v: Verdict) -> list[Block]:
              "flips against the reference are gains G and losses L, volume G + L, direction "
              "G / (G + L), and score_q - score_ref = (G - L) / N exactly."),
         Para("The silent zone is the set of quants whose score cannot be told from the "
-             "reference's; it is reported under several rules side by side (paired: exact McNemar "
-             "test not significant at 5 %; band: score >= a fraction of the reference's; "
-             "lowest_k: the k quants with the lowest primary fidelity metric). Correlations are "
-             "Spearman rho with bootstrap CIs over quants (exact permutation p-values for n <= 10)."),
+             "reference's, under several rules side by side (paired: exact McNemar test not "
+             "significant at 5 %; band: score >= a fraction of the reference's; lowest_k: the k "
+             "quants with the lowest primary fidelity statistic). Correlations are Spearman rho "
+             "with bootstrap CIs over quants (exact permutation p-values for small n)."),
+        Para("The verdict is derived by these stated rules (quantfid.analysis.verdict):"),
+        Bullets(RULES),
         Bullets((
-            f"Verdict thresholds: full-cohort rho must have a CI excluding 0 and p < {t['alpha']}; "
-            f"in the silent zone a CI including 0 or |rho| < {t['weak_rho']} means the metric "
-            f"stops ranking; zones with fewer than {int(t['min_zone'])} quants are too small to judge.",
-            f"Failure prediction is useful only with geometric-mean ratio >= {t['gm_ratio_useful']} "
-            f"and AUROC >= {t['auroc_useful']}; the router is at chance when its CI contains 50 %.",
             "Small cohorts and few prompts give wide intervals: read the CIs, not the point values.",
-            "A benchmark can only see drops larger than its minimum detectable effect; the silent "
-            "zone is where the benchmark is blind, not where the quants are equal.",
+            "A benchmark can only see drops larger than its minimum detectable effect (the silent "
+            "zone table): the silent zone is where the benchmark is blind, not where the quants "
+            "are equal.",
         )),
     ]
     if is_embedded_reference(provenance):
@@ -381,7 +378,7 @@ def build(analysis: dict[str, Any], provenance: dict[str, Any],
     v = v or verdict(a)
     blocks: list[Block] = [Heading("Verdict"), Para(v.headline, strong=True)]
     if v.findings:
-        blocks.append(Bullets(tuple(f.text for f in v.findings)))
+        blocks.append(Bullets(tuple(v.findings)))
     if is_embedded_reference(provenance):
         blocks.append(Note(embedded.CAVEAT))
     blocks.append(Heading("Cohort"))
@@ -399,7 +396,7 @@ def build(analysis: dict[str, Any], provenance: dict[str, Any],
         blocks.append(Para("No plot could be drawn: the analysis has too little data."))
     blocks.append(Heading("Analyses"))
     blocks += _section_tables(a)
-    blocks += _method(provenance, v)
+    blocks += _method(provenance)
     blocks += _provenance_blocks(provenance)
     return blocks, v
 

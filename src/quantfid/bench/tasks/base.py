@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from quantfid.bench.types import ChoicePrompt
@@ -19,15 +18,7 @@ class Task(Protocol):
     n_default: int
     n_full: int
     chance: float  # expected accuracy of a uniform random pick
+    source: str  # where the data comes from
+    licence: str
 
     def prompts(self) -> list[ChoicePrompt]: ...
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    name: str
-    n_default: int
-    n_full: int
-    chance: float
-    source: str
-    licence: str
