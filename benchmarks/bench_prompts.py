@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
@@ -61,6 +62,8 @@ def main() -> None:
             "prompts_per_s_naive": len(enc) / min(t_naive),
             "speedup": min(t_naive) / min(t_shared),
             "max_abs_loglik_diff": diff, "same_argmax": float(same_pick)})
+        if not args.json:
+            print(f"done {task}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     tot_s = sum(r["n"] / r["prompts_per_s_shared"] for r in rows)
     tot_n = sum(r["n"] / r["prompts_per_s_naive"] for r in rows)
     summary = {"threads": torch.get_num_threads(), "batch_size": args.batch_size,

@@ -79,7 +79,7 @@ def test_quick_study_end_to_end_resume_and_report(tmp_path, capsys):
     assert {"cohort", "correlations", "silent_zone", "robustness", "decomposition",
             "failure_prediction", "router", "provenance", "verdict"} <= set(summary)
     assert summary["verdict"] == verdict
-    assert verdict["findings"] and verdict["findings"][0]["numbers"]
+    assert verdict["headline"] and verdict["findings"] and "rho" in verdict["findings"][0]
     timings = summary["provenance"]["timings_s"]
     assert {"setup", "reference", "quantize", "measure", "bench", "analysis", "report"} <= set(timings)
     assert "4-bit checkpoint" in (out / "report.html").read_text()

@@ -88,3 +88,26 @@ def test_imatrix_required_and_used() -> None:
     # the weighted rounding has a lower importance-weighted error than the plain one
     err = lambda d: float((((ggml.dequantize(d, "Q4_K", 256) - w) ** 2) * im).sum())  # noqa: E731
     assert err(weighted) < err(plain)
+
+
+_RACE = """
+import numpy as np
+from concurrent.futures import ThreadPoolExecutor
+from quantfid.quantize import ggml
+rng = np.random.default_rng(0)
+ws = [rng.standard_normal((8, 256)).astype(np.float32) for _ in range(8)]
+with ThreadPoolExecutor(4) as ex:
+    par = list(ex.map(lambda w: ggml.quantize(w, "IQ3_S"), ws))
+assert all(np.array_equal(a, ggml.quantize(w, "IQ3_S")) for a, w in zip(par, ws))
+print("ok")
+"""
+
+
+def test_first_use_of_an_iq_type_from_threads_is_safe() -> None:
+    """libgguf builds IQ tables lazily without a lock (a fresh process crashed when threads
+    raced on it); ggml.quantize serializes each type's first use."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _RACE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

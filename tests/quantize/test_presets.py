@@ -128,3 +128,20 @@ def test_registry() -> None:
         get_recipe("Q9_K")
     r = get_recipe("mix-ends8-mid3")
     assert dataclasses.replace(r).to_json() == type(r).from_json(r.to_json()).to_json()
+
+
+def test_q4_1_preset_matches_the_embedded_llama_quantize_file() -> None:
+    """The embedded GGUF was made by llama-quantize Q4_1: our Q4_1 mix gives its tensor types."""
+    import libgguf
+
+    from quantfid import embedded
+
+    try:
+        path = embedded.gguf_path()
+    except QuantfidError as e:
+        pytest.skip(str(e))
+    theirs = {t.name: t.qtype for t in libgguf.inspect_gguf(path).tensors if t.qtype != "F32"}
+    s = smollm_shape()
+    types = preset_types("Q4_1", s)
+    ours = {t.gguf: types[t.name] for t in s.tensors}
+    assert ours == theirs

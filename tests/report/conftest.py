@@ -23,9 +23,3 @@ def analysed(tmp_path_factory: pytest.TempPathFactory, kind: str) -> dict[str, A
 def analysis(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Displacement is not direction: flip volume grows with KLD, direction a coin toss."""
     return analysed(tmp_path_factory, "volume")
-
-
-@pytest.fixture(scope="session")
-def analysis_direction(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The reverse construction: every quant loses prompts in KLD order."""
-    return analysed(tmp_path_factory, "direction")

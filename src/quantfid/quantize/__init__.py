@@ -7,6 +7,8 @@ matrices (:func:`compute_imatrix`, :func:`load_imatrix`) and writers (:func:`wri
 """
 
 from quantfid.quantize.apply import QuantCache, QuantReport, quantize_model, quantize_tensor
+from quantfid.quantize.build import build_cohort
+from quantfid.quantize.export import write_gguf, write_safetensors
 from quantfid.quantize.imatrix import Imatrix, compute_imatrix, load_imatrix
 from quantfid.quantize.names import ModelShape, TensorInfo, model_shape
 from quantfid.quantize.recipe import Recipe, Rule
@@ -21,6 +23,7 @@ __all__ = [
     "Recipe",
     "Rule",
     "TensorInfo",
+    "build_cohort",
     "compute_imatrix",
     "get_recipe",
     "list_recipes",
@@ -29,4 +32,6 @@ __all__ = [
     "quantize_model",
     "quantize_tensor",
     "resolve_recipes",
+    "write_gguf",
+    "write_safetensors",
 ]

@@ -143,6 +143,9 @@ def quantize_model(module: torch.nn.Module, recipe: Recipe, imatrix: Imatrix | N
                    source: torch.nn.Module | None = None) -> QuantReport:
     """Quantize ``module`` in place with ``recipe`` (pass a deep copy of the reference).
 
+    Quantization runs in float32; the results are stored in the module's own dtype (float32
+    keeps them exact; a bfloat16 module rounds them again).
+
     imatrix: importance per weight column (see :mod:`quantfid.quantize.imatrix`), used by
     every GGML type that can use one; without it a recipe needing one raises QuantfidError.
     cache: shares GGML results across recipes. reference_hash: the content hash of the

@@ -65,6 +65,8 @@ def build_cohort(reference: str | None, recipes: str, out_dir: Path, fmt: str = 
     ref_hash = lm.info.hash or hash_array(
         torch.cat([p.detach().flatten().float() for p in ref.parameters()]).numpy())
     shape = model_shape(ref)
+    if fmt == "gguf" and getattr(getattr(ref, "config", None), "model_type", None) != "llama":
+        raise QuantfidError("GGUF export supports Llama-architecture models; use --format safetensors")
     src_gguf = _reference_gguf(lm.info)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / "cohort.json"

@@ -79,8 +79,8 @@ def _plot_fidelity(a: dict[str, Any]) -> tuple[plots.Plot, str] | None:
     for v in same[:MAX_PANELS]:
         key = str(v["key"])
         r = view.find_corr(a, v["stat"], score, "full", corpus=v.get("corpus"), ctx=v.get("ctx"))
-        rho = (f"rho {fmt(r.get('rho'), 2)} [{fmt(r.get('ci_low'), 2)}, {fmt(r.get('ci_high'), 2)}]"
-               if r else "")
+        rho = ("rho undefined" if r is None or r.get("rho") is None else
+               f"rho {fmt(r.get('rho'), 2)} [{fmt(r.get('ci_low'), 2)}, {fmt(r.get('ci_high'), 2)}]")
         ci = [view.score_ci(c, score) for c in rows]
         panels.append(plots.Panel(
             title=f"{v['stat']}  {rho}", xlabel=key,
@@ -351,9 +351,12 @@ def _provenance_blocks(p: dict[str, Any]) -> list[Block]:
         f"seeds: {fmt(p.get('seeds'))}" if p.get("seeds") else "",
     ) if s)))
     timings = p.get("timings_s") or {}
+    cpu = p.get("cpu_s") or {}
     if timings:
-        out.append(table_from_rows([{"stage": k, "seconds": v} for k, v in timings.items()],
-                                   caption="Wall-clock time per stage."))
+        out.append(table_from_rows(
+            [{"stage": k, "wall s": v, **({"cpu s": cpu.get(k)} if cpu else {})}
+             for k, v in timings.items()],
+            caption="Time per stage (wall clock; cpu: process CPU time over all threads)."))
     inputs = p.get("inputs", {})
     if inputs.get("models"):
         out.append(table_from_rows(inputs["models"], caption="Models (hash: sha256 of the weights "
