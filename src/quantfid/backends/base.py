@@ -26,9 +26,10 @@ class LoadedModel:
 class Backend(Protocol):
     """Turns windows of token ids into log-probs, streamed chunk by chunk.
 
-    ``logprobs(windows)`` takes int64 ids of shape (B, n_ctx) and yields, per batch,
-    a float32 tensor of shape (b, n_ctx, V): log-softmax over the vocabulary, computed
-    in float32 or better. Nothing holds corpus x vocab in memory.
+    ``logprobs(windows, batch_size, start, stop)`` takes int64 ids of shape (B, n_ctx) and
+    yields, per batch, a float32 tensor of shape (b, stop - start, V): log-softmax over the
+    vocabulary at positions ``start..stop-1`` (the LM head runs only there), computed in
+    float32 or better. Nothing holds corpus x vocab in memory.
     """
 
     info: Model
@@ -37,4 +38,7 @@ class Backend(Protocol):
 
     def tokenizer_id(self) -> str: ...
 
-    def logprobs(self, windows: np.ndarray, batch_size: int = 1) -> Iterator[torch.Tensor]: ...
+    def bos_id(self) -> int | None: ...
+
+    def logprobs(self, windows: np.ndarray, batch_size: int = 1, start: int = 0,
+                 stop: int | None = None) -> Iterator[torch.Tensor]: ...
