@@ -15,7 +15,7 @@ R = TypeVar("R", bound="_Record")
 
 class _Record:
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls: type[R], row: dict[str, Any]) -> R:

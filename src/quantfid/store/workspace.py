@@ -82,7 +82,7 @@ class Workspace:
     def manifest(self) -> dict[str, Any]:
         """The manifest as stored now (a fresh read each time)."""
         try:
-            return json.loads((self.path / MANIFEST).read_text())  # type: ignore[no-any-return]
+            return json.loads((self.path / MANIFEST).read_text())
         except json.JSONDecodeError as e:
             raise FormatError(f"{self.path / MANIFEST} is not valid JSON: {e}") from e
 
@@ -213,7 +213,7 @@ class Workspace:
         return pa.concat_tables(tables, promote_options="permissive")
 
     def rows(self, table: str) -> list[dict[str, Any]]:
-        return self.read_table(table).to_pylist()  # type: ignore[no-any-return]
+        return self.read_table(table).to_pylist()
 
     # ---- typed helpers ------------------------------------------------------------------
     def add_outcomes(self, part: str, outcomes: Iterable[Outcome], unit_hash: str | None = None) -> None:
