@@ -381,7 +381,7 @@ class Study:
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> StudyResult:
         ws = Workspace(self.out)
-        self._check_config(ws)
+        self._record_config(ws)
         with self.t.stage("setup"):
             backend = self._load_reference()
             ref_info: Model = backend.info
@@ -447,8 +447,8 @@ class Study:
         return StudyResult(self.out, analysis, v, dict(self.t.seconds), self.units_run,
                            self.units_skipped)
 
-    def _check_config(self, ws: Workspace) -> None:
-        """Record the config; a study directory keeps one reference (the workspace enforces it)."""
+    def _record_config(self, ws: Workspace) -> None:
+        """Record the configuration beside the tables (``quantfid report`` reads its analysis settings)."""
         atomic.write_json(ws.path / "study-config.json", self.cfg.to_json())
 
     def _todo(self, ws: Workspace, plan: Plan, ref_hash: str) -> dict[str, int]:
