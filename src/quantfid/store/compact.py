@@ -69,6 +69,7 @@ from quantfid.store.meta import (
     StoreMeta,
     as_float_rows,
     check_compatible,
+    load_tokens,
     tokens_hash,
 )
 
@@ -279,15 +280,7 @@ class CompactStore:
         m = self.meta
         if m.kind != "compact":
             raise FormatError(f"{self.path}: a {m.kind!r} store, not a compact store")
-        try:
-            self.tokens: np.ndarray = np.load(self.path / TOKENS_NAME, mmap_mode="r")
-        except (OSError, ValueError) as e:
-            raise FormatError(f"{self.path / TOKENS_NAME}: unreadable: {e}") from e
-        if self.tokens.shape != (m.n_windows, m.ctx):
-            raise FormatError(f"{self.path / TOKENS_NAME}: shape {self.tokens.shape}, header "
-                              f"says {(m.n_windows, m.ctx)}")
-        if tokens_hash(np.asarray(self.tokens)) != m.tokens_hash:
-            raise FormatError(f"{self.path}: token ids do not match the header's tokens_hash")
+        self.tokens = load_tokens(self.path, m, TOKENS_NAME)
         n_tok = m.n_windows * m.n_scored
         self.counts = self._map("counts", "<i4", n_tok)
         self.offsets = np.zeros(n_tok + 1, np.int64)

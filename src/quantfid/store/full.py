@@ -31,6 +31,7 @@ from quantfid.store.meta import (
     StoreMeta,
     as_float_rows,
     check_compatible,
+    load_tokens,
     log_softmax64,
     tokens_hash,
 )
@@ -115,16 +116,7 @@ class FullStore:
         if dtype not in DTYPES:
             raise FormatError(f"{self.path}: unknown dtype {dtype!r} in header")
         self.dtype = np.dtype(dtype)
-        try:
-            self.tokens: np.ndarray = np.load(self.path / TOKENS_NAME, mmap_mode="r")
-        except (OSError, ValueError) as e:
-            raise FormatError(f"{self.path / TOKENS_NAME}: unreadable: {e}") from e
-        want = (self.meta.n_windows, self.meta.ctx)
-        if self.tokens.shape != want:
-            raise FormatError(f"{self.path / TOKENS_NAME}: shape {self.tokens.shape}, header "
-                              f"says {want}")
-        if tokens_hash(np.asarray(self.tokens)) != self.meta.tokens_hash:
-            raise FormatError(f"{self.path}: token ids do not match the header's tokens_hash")
+        self.tokens = load_tokens(self.path, self.meta, TOKENS_NAME)
 
     @property
     def n_windows(self) -> int:

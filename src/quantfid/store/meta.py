@@ -125,6 +125,20 @@ class StoreMeta:
         return StoreMeta.from_json(obj, str(path))
 
 
+
+def load_tokens(path: Path, meta: StoreMeta, name: str) -> np.ndarray:
+    """Memory-map a store's token ids and check their shape and hash against the header."""
+    try:
+        tokens: np.ndarray = np.load(path / name, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise FormatError(f"{path / name}: unreadable: {e}") from e
+    want = (meta.n_windows, meta.ctx)
+    if tokens.shape != want:
+        raise FormatError(f"{path / name}: shape {tokens.shape}, header says {want}")
+    if tokens_hash(np.asarray(tokens)) != meta.tokens_hash:
+        raise FormatError(f"{path}: token ids do not match the header's tokens_hash")
+    return tokens
+
 def _first_token_difference(a: np.ndarray, b: np.ndarray) -> str:
     if a.shape != b.shape:
         return f"shape {a.shape} vs {b.shape}"
