@@ -129,3 +129,22 @@ def as_float(value: Any, where: str) -> float:
         except ValueError:
             pass
     raise FormatError(f"{where}: expected a number, got {value!r}")
+
+
+def find_files(paths: list[Path], pattern: str, what: str) -> list[Path]:
+    """Files named in ``paths``, and those matching ``pattern`` below any directory there.
+
+    ``what`` names the expected files in the error for a directory holding none.
+    """
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(p.rglob(pattern))
+            if not found:
+                raise FormatError(f"{p}: no {what} in this directory")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FormatError(f"{p}: no such file or directory")
+    return out

@@ -25,6 +25,7 @@ from quantfid.errors import FormatError
 from quantfid.ingest.common import (
     DEFAULT_PASS_THRESHOLD,
     IngestResult,
+    find_files,
     passed_from_score,
     read_json,
 )
@@ -86,26 +87,11 @@ def _samples(task_id: str, entry: Any, where: str) -> list[tuple[bool, bool | No
     raise FormatError(f"{where}: not an evalplus result for {task_id}")
 
 
-def _files(paths: list[Path]) -> list[Path]:
-    out = []
-    for p in paths:
-        if p.is_dir():
-            found = sorted(p.rglob("*eval_results.json"))
-            if not found:
-                raise FormatError(f"{p}: no evalplus eval_results.json in this directory")
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise FormatError(f"{p}: no such file or directory")
-    return out
-
-
 def read(paths: list[Path], model: str, *, benchmark: str | None = None,
          pass_threshold: float = DEFAULT_PASS_THRESHOLD) -> IngestResult:
     """Read evalplus eval_results.json files for ``model`` (the workspace model id)."""
     res = IngestResult()
-    for path in _files(paths):
+    for path in find_files(paths, "*eval_results.json", "evalplus eval_results.json"):
         data = read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("eval"), dict) or not data["eval"]:
             raise FormatError(f"{path}: expected an evalplus eval_results.json (an object "

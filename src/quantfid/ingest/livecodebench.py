@@ -26,6 +26,7 @@ from quantfid.ingest.common import (
     DEFAULT_PASS_THRESHOLD,
     IngestResult,
     as_float,
+    find_files,
     passed_from_score,
     read_json,
 )
@@ -66,26 +67,11 @@ def _prompt_id(scenario: str, e: dict[str, Any], where: str) -> str:
         raise FormatError(f"{where}: entry has no {k.args[0]!r}") from None
 
 
-def _files(paths: list[Path]) -> list[Path]:
-    out = []
-    for p in paths:
-        if p.is_dir():
-            found = sorted(p.rglob("*_eval_all.json"))
-            if not found:
-                raise FormatError(f"{p}: no LiveCodeBench *_eval_all.json files in this directory")
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise FormatError(f"{p}: no such file or directory")
-    return out
-
-
 def read(paths: list[Path], model: str, *, benchmark: str | None = None,
          pass_threshold: float = DEFAULT_PASS_THRESHOLD) -> IngestResult:
     """Read LiveCodeBench eval_all files for ``model`` (the workspace model id)."""
     res = IngestResult()
-    for path in _files(paths):
+    for path in find_files(paths, "*_eval_all.json", "LiveCodeBench *_eval_all.json files"):
         data = read_json(path)
         if not isinstance(data, list) or not data:
             raise FormatError(f"{path}: expected a non-empty JSON array of problems "
