@@ -163,3 +163,30 @@ def test_prompts_jsonl_errors(tmp_path: Path, line: str, msg: str) -> None:
     f.write_text(line + "\n")
     with pytest.raises(FormatError, match=msg):
         read_prompts_jsonl(f)
+
+
+def test_measure_prompts_on_ingested_prompt_texts(tmp_path: Path) -> None:
+    from quantfid.ingest.prompts import PromptText, to_table
+
+    rng = np.random.default_rng(11)
+    ref_m = tiny_llama(rng)
+    models = {"ref": _lm(ref_m, "ref", "reference", "r"),
+              "q1": _lm(_perturbed(ref_m, rng, 0.2), "q1", "quant", "q1")}
+    ws = Workspace(tmp_path / "ws")
+    for lm in models.values():
+        ws.add_model(lm.info)
+    texts = [PromptText("arc", "d1", "abc ab", (" cab", " ij"), gold=1),
+             PromptText("arc", "d2", "hg fe", responses=(" dcb",)),
+             PromptText("arc", "d3", "ij ij. ab")]
+    ws.write_part("prompts", "ingest-lm-eval-ref-arc", to_table("ref", texts, "lm-eval"))
+    res = measure_prompts(ws, "arc", load=lambda m: models[m.id], progress=False)
+    assert [r.model for r in res] == ["ref", "q1"]
+    rows = {r.prompt_id: r for r in ws.prompt_fidelity()}
+    assert set(rows) == {"d1", "d2", "d3"}
+    tok = GreedyTokenizer()
+    # gold continuation, the reference's own response, and no answer: all teacher-forced
+    assert rows["d1"].n_tokens == len(tok("abc ab ij")["input_ids"]) - 1
+    assert rows["d2"].n_tokens == len(tok("hg fe dcb")["input_ids"]) - 1
+    assert rows["d3"].n_tokens == len(tok("ij ij. ab")["input_ids"]) - 1
+    with pytest.raises(QuantfidError, match="nor an ingested benchmark"):
+        measure_prompts(ws, "nope", load=lambda m: models[m.id], progress=False)

@@ -279,6 +279,34 @@ def read_prompts_jsonl(path: str | Path) -> list[AnyPrompt]:
     return out
 
 
+def ingested_prompts(ws: Workspace, benchmark: str) -> list[AnyPrompt]:
+    """Prompts of an ingested benchmark (the workspace ``prompts`` table), as scored tokens.
+
+    The text comes from the reference's rows (else the first model that has them). The
+    answer teacher-forced after the prompt, the same for every model: the gold
+    continuation (log-likelihood tasks), else the logged target, else the reference's own
+    first response (generation tasks such as LiveCodeBench's ``code_list``), else none.
+    """
+    from quantfid.ingest.prompts import read_prompts
+
+    rows = read_prompts(ws, benchmark=benchmark)
+    if not rows:
+        return []
+    ref = ws.reference
+    ref_rows = read_prompts(ws, model=ref.id, benchmark=benchmark) if ref else []
+    out: list[AnyPrompt] = []
+    seen: set[str] = set()
+    for r in ref_rows or rows:
+        if r.prompt_id in seen:
+            continue
+        seen.add(r.prompt_id)
+        answer = (r.continuations[r.gold] if r.gold is not None and r.gold < len(r.continuations)
+                  else r.target or (r.responses[0] if r.responses else None))
+        out.append(ChoicePrompt(r.prompt_id, r.prompt, (answer,), 0) if answer
+                   else TextPrompt(r.prompt_id, r.prompt))
+    return out
+
+
 Loader = Callable[[Model], LoadedModel]
 
 
@@ -336,9 +364,11 @@ def measure_prompts(ws: Workspace, source: str, *, load: Loader | None = None,
             sets.append((t, list(load_prompts(t, full, limit)), True,
                          {"source": getattr(task, "source", ""),
                           "licence": getattr(task, "licence", "")}))
+    elif ingested := ingested_prompts(ws, source):
+        sets.append((source, ingested, False, {"source": f"ingested:{source}"}))
     else:
-        raise QuantfidError(f"--prompts {source!r}: not a JSONL file nor a built-in task "
-                            f"({', '.join(TASKS)})")
+        raise QuantfidError(f"--prompts {source!r}: not a JSONL file, a built-in task "
+                            f"({', '.join(TASKS)}) nor an ingested benchmark of {ws.path}")
     ref_model = ws.require_reference()
     ref_lm: LoadedModel | None = None
 

@@ -47,7 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--prompts", default=None, metavar="BENCH|FILE",
-                   help="also measure per-prompt fidelity on a built-in benchmark or a prompt file")
+                   help="also measure per-prompt fidelity on a built-in task, an ingested "
+                        "benchmark of the workspace (lm-eval, LiveCodeBench prompt texts) or a "
+                        "JSONL file of {id, prompt, answer?}")
     p.add_argument("--json", action="store_true", help="print a JSON array, one object per quant")
     p.set_defaults(func=run)
 
