@@ -46,3 +46,33 @@ def test_greedy_matches_uncached_loop_and_stops() -> None:
     tok.eos_token_id = want[2]
     eos = greedy_generate(lm, prompt, max_new_tokens=12)
     assert eos.stop == "eos" and list(eos.token_ids) == want[:want.index(want[2])]
+
+
+def test_generation_task_fidelity_uses_the_reference_completion(tmp_path, monkeypatch) -> None:
+    import copy
+
+    from quantfid.bench.tasks import humaneval_mc
+    from quantfid.commands.bench import _generation
+    from quantfid.ingest.prompts import read_prompts
+    from quantfid.store.workspace import Workspace
+
+    problems = [{"task_id": f"T/{i}", "prompt": p, "entry_point": "f",
+                 "test": "def check(candidate):\n    assert False\n"}
+                for i, p in enumerate(["abc de", "ij hg fe"])]
+    monkeypatch.setattr(humaneval_mc, "load_problems", lambda: problems)
+    tok = _DecodingTok()
+    module = tiny_llama(np.random.default_rng(5), vocab=len(tok.vocab))
+    ref = LoadedModel(module=module, tokenizer=tok, info=Model(id="ref", role="reference", hash="r"))
+    twin = LoadedModel(module=copy.deepcopy(module), tokenizer=tok, info=Model(id="q", hash="q"))
+    ws = Workspace(tmp_path / "ws")
+    ws.add_model(ref.info)
+    r = _generation(ws, ref, None, 5.0)
+    q = _generation(ws, twin, None, 5.0)
+    assert r["n"] == q["n"] == 2 and r["acc"] == q["acc"] == 0.0
+    completions = {p.prompt_id: p.responses[0] for p in read_prompts(ws, model="ref")}
+    rows = {p.prompt_id: p for p in ws.prompt_fidelity()}
+    assert set(rows) == {"T/0", "T/1"} and {p.model for p in rows.values()} == {"q"}
+    for prob in problems:
+        n = len(tok(prob["prompt"] + completions[prob["task_id"]])["input_ids"]) - 1
+        assert rows[prob["task_id"]].n_tokens == n
+    assert q["kld_mean"] is not None and q["kld_mean"] < 1e-6  # an identical twin

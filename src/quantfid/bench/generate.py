@@ -70,8 +70,12 @@ def greedy_generate(lm: LoadedModel, prompt: str, *, max_new_tokens: int = 256,
 def humaneval_pass_at_1(lm: LoadedModel, problems: Sequence[dict[str, Any]], *,
                         benchmark: str = "humaneval_gen", max_new_tokens: int = 384,
                         timeout_s: float = 10.0, memory_mb: int = 1024,
-                        progress: bool = True) -> list[Outcome]:
-    """One greedy sample per problem, executed in the sandbox: Outcome rows (pass@1)."""
+                        progress: bool = True,
+                        completions: list[str] | None = None) -> list[Outcome]:
+    """One greedy sample per problem, executed in the sandbox: Outcome rows (pass@1).
+
+    completions: if given, each problem's generated text is appended to it (in order).
+    """
     rows = []
     pbar = bar(total=len(problems), desc=f"{benchmark} {lm.info.id}", unit="problem",
                disable=None if progress else True)
@@ -79,6 +83,8 @@ def humaneval_pass_at_1(lm: LoadedModel, problems: Sequence[dict[str, Any]], *,
         gen = greedy_generate(lm, prob["prompt"], max_new_tokens=max_new_tokens,
                               stop=HUMANEVAL_STOP)
         res = check_humaneval(prob, gen.text, timeout_s=timeout_s, memory_mb=memory_mb)
+        if completions is not None:
+            completions.append(gen.text)
         rows.append(Outcome(model=lm.info.id, benchmark=benchmark, prompt_id=prob["task_id"],
                             passed=res.passed, score=float(res.passed), samples=1,
                             source="quantfid", source_version=__version__,

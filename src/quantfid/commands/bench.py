@@ -82,23 +82,39 @@ def _load(args: argparse.Namespace, ws: Any) -> Any:
 
 
 def _generation(ws: Any, lm: Any, limit: int | None, timeout: float) -> dict[str, Any]:
+    """humaneval_gen: pass@1 outcomes, the model's completions (``prompts`` table), and
+    per-prompt fidelity over the prompt + the *reference's* greedy completion, teacher-forced
+    through this model (the reference must run first)."""
     from quantfid.bench.generate import humaneval_pass_at_1
-    from quantfid.bench.prompt_fidelity import model_key
+    from quantfid.bench.prompt_fidelity import evaluate, ingested_prompts, model_key
     from quantfid.bench.tasks.humaneval_mc import load_problems
     from quantfid.hashing import hash_json
+    from quantfid.ingest.prompts import PromptText, to_table
 
+    bench = "humaneval_gen"
     problems = load_problems()[:limit] if limit is not None else load_problems()
     if lm.info.id not in ws.manifest["models"]:
         ws.add_model(lm.info)
-    unit = hash_json({"v": 1, "model": model_key(lm.info), "task": "humaneval_gen",
+    unit = hash_json({"v": 2, "model": model_key(lm.info), "task": bench,
                       "ids": [p["task_id"] for p in problems], "timeout": timeout})
-    part = f"humaneval_gen@{lm.info.id}"
-    if not ws.has_part("outcomes", part, unit):
-        ws.add_outcomes(part, humaneval_pass_at_1(lm, problems, timeout_s=timeout), unit)
-    rows = [o for o in ws.outcomes() if o.model == lm.info.id and o.benchmark == "humaneval_gen"]
-    return {"model": lm.info.id, "benchmark": "humaneval_gen", "n": len(rows),
-            "acc": sum(o.passed for o in rows) / len(rows) if rows else None, "acc_norm": None,
-            "kld_mean": None}
+    part = f"{bench}@{lm.info.id}"
+    if not (ws.has_part("outcomes", part, unit) and ws.has_part("prompts", part, unit)):
+        texts: list[str] = []
+        outs = humaneval_pass_at_1(lm, problems, timeout_s=timeout, completions=texts)
+        rows = [PromptText(bench, p["task_id"], p["prompt"], responses=(t,))
+                for p, t in zip(problems, texts, strict=True)]
+        ws.write_part("prompts", part, to_table(lm.info.id, rows, "quantfid"), unit)
+        ws.add_outcomes(part, outs, unit)
+    ref = ws.reference
+    kld = None
+    if ref is not None and ws.has_part("prompts", f"{bench}@{ref.id}"):
+        wanted = {p["task_id"] for p in problems}
+        prompts = [p for p in ingested_prompts(ws, bench) if p.id in wanted]
+        kld = evaluate(ws, lm, bench, prompts, outcomes=False).kld_mean
+    got = [o for o in ws.outcomes() if o.model == lm.info.id and o.benchmark == bench]
+    return {"model": lm.info.id, "benchmark": bench, "n": len(got),
+            "acc": sum(o.passed for o in got) / len(got) if got else None, "acc_norm": None,
+            "kld_mean": kld}
 
 
 def run(args: argparse.Namespace) -> int:
