@@ -42,3 +42,17 @@ def test_refuses_other_format_version(tmp_path):
 def test_open_missing_without_create(tmp_path):
     with pytest.raises(QuantfidError, match="not a quantfid workspace"):
         Workspace(tmp_path / "missing", create=False)
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+
+    from quantfid import atomic
+
+    old = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "r.html", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.html").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "r.html").read_text() == "x"
