@@ -98,3 +98,11 @@ def test_nan_becomes_null(tmp_path, analysis):
     s = json.loads(write_report(tmp_path, a, _prov(tmp_path)).summary.read_text())
     assert s["failure_prediction"]["rows"][0]["ratio"] is None
     assert s["failure_prediction"]["rows"][1]["auroc"] == pytest.approx(0.61)
+
+
+def test_cohort_table_orders_by_bits_per_weight() -> None:
+    from quantfid.report.build import _by_bpw
+
+    rows = [{"model": "a", "bits_per_weight": 4.5}, {"model": "b", "bits_per_weight": None},
+            {"model": "c", "bits_per_weight": 8.5}, {"model": "d", "bits_per_weight": 4.5}]
+    assert [r["model"] for r in sorted(rows, key=_by_bpw)] == ["c", "a", "d", "b"]

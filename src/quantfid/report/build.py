@@ -208,8 +208,14 @@ def _with_ci(v: float | None, lo: float | None, hi: float | None) -> str:
     return fmt(v) if lo is None or hi is None else f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"
 
 
+def _by_bpw(c: dict[str, Any]) -> tuple[bool, float, str]:
+    """Cohort order for tables: highest bits per weight first, unknown last, then by id."""
+    bpw = c.get("bits_per_weight")
+    return bpw is None, -float(bpw or 0.0), str(c.get("model"))
+
+
 def _cohort_table(a: dict[str, Any]) -> list[Block]:
-    rows, prim = view.cohort_rows(a), view.primary(a)
+    rows, prim = sorted(view.cohort_rows(a), key=_by_bpw), view.primary(a)
     if not rows:
         return [Para("The analysis has no cohort (no quants with fidelity or outcomes).")]
     stat = prim.get("stat") if prim else None
