@@ -56,7 +56,6 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import numpy as np
@@ -67,10 +66,10 @@ from quantfid.store.meta import (
     TOKENS_NAME,
     StoreDirWriter,
     StoreMeta,
+    StoreWriterBase,
     as_float_rows,
     check_compatible,
     load_tokens,
-    tokens_hash,
 )
 
 DEFAULT_MASS = 1.0 - 1e-4
@@ -170,7 +169,7 @@ def _tail_kl_estimate(rows: np.ndarray, ln_r: np.ndarray, counts: np.ndarray,
     return np.where(counts > 0, np.bincount(rows, term, n) / np.maximum(counts, 1), 0.0)
 
 
-class CompactStoreWriter:
+class CompactStoreWriter(StoreWriterBase):
     """Streams windows into a new compact store; ``close()`` publishes it atomically.
 
     ``append(window_logp, window_tokens)``: (n_scored, vocab) logits or log-probs of one
@@ -248,27 +247,8 @@ class CompactStoreWriter:
                 fh.close()
 
     def close(self) -> CompactStore:
-        self._close_files()
-        tokens = (np.stack(self._tokens) if self._tokens
-                  else np.zeros((0, self.meta.ctx), np.int32))
-        meta = StoreMeta(**{**self.meta.to_json(), "n_windows": len(self._tokens),
-                            "tokens_hash": tokens_hash(tokens)})
-        self._dir.commit(meta, tokens)
+        self._commit()
         return CompactStore(self._dir.path)
-
-    def abort(self) -> None:
-        self._close_files()
-        self._dir.abort()
-
-    def __enter__(self) -> CompactStoreWriter:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if et is not None:
-            self.abort()
-        elif not self._dir.done:
-            self.close()
 
 
 class CompactStore:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -29,11 +28,11 @@ from quantfid.store.meta import (
     TOKENS_NAME,
     StoreDirWriter,
     StoreMeta,
+    StoreWriterBase,
     as_float_rows,
     check_compatible,
     load_tokens,
     log_softmax64,
-    tokens_hash,
 )
 
 DTYPES = ("float32", "float16")
@@ -43,7 +42,7 @@ def _window_name(i: int) -> str:
     return f"windows/{i:06d}.npy"
 
 
-class FullStoreWriter:
+class FullStoreWriter(StoreWriterBase):
     """Streams windows into a new full store; ``close()`` publishes it atomically.
 
     ``append(window_logp, window_tokens)``: (n_scored, vocab) logits or log-probs of one
@@ -83,25 +82,8 @@ class FullStoreWriter:
         self._tokens.append(tok.astype(np.int32))
 
     def close(self) -> FullStore:
-        tokens = (np.stack(self._tokens) if self._tokens
-                  else np.zeros((0, self.meta.ctx), np.int32))
-        meta = StoreMeta(**{**self.meta.to_json(), "n_windows": len(self._tokens),
-                            "tokens_hash": tokens_hash(tokens)})
-        self._dir.commit(meta, tokens)
+        self._commit()
         return FullStore(self._dir.path)
-
-    def abort(self) -> None:
-        self._dir.abort()
-
-    def __enter__(self) -> FullStoreWriter:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if et is not None:
-            self.abort()
-        elif not self._dir.done:
-            self.close()
 
 
 class FullStore:

@@ -22,7 +22,8 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import numpy as np
 
@@ -274,3 +275,40 @@ def log_softmax64(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     m = x.max(axis=1, keepdims=True)
     return x - (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))
+
+
+class StoreWriterBase:
+    """The life cycle both store writers share: append windows, then commit atomically
+    (``close``) or discard (``abort``); as a context manager, an exception aborts."""
+
+    meta: StoreMeta
+    _dir: StoreDirWriter
+    _tokens: list[np.ndarray]
+
+    def _close_files(self) -> None:
+        """Close open data files before commit or abort (none by default)."""
+
+    def _commit(self) -> None:
+        self._close_files()
+        tokens = (np.stack(self._tokens) if self._tokens
+                  else np.zeros((0, self.meta.ctx), np.int32))
+        meta = StoreMeta(**{**self.meta.to_json(), "n_windows": len(self._tokens),
+                            "tokens_hash": tokens_hash(tokens)})
+        self._dir.commit(meta, tokens)
+
+    def close(self) -> Any:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        self._close_files()
+        self._dir.abort()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if et is not None:
+            self.abort()
+        elif not self._dir.done:
+            self.close()
