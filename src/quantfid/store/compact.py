@@ -205,18 +205,9 @@ class CompactStoreWriter(StoreWriterBase):
             k: open(self._dir.file(f"{k}.bin"), "wb") for k in _FILES}  # noqa: SIM115
         self._tokens: list[np.ndarray] = []
 
-    @property
-    def n_windows(self) -> int:
-        return len(self._tokens)
-
     def append(self, window_logp: Any, window_tokens: Any) -> None:
         m = self.meta
-        tok = np.asarray(window_tokens.cpu().numpy() if hasattr(window_tokens, "cpu")
-                         else window_tokens)
-        if tok.shape != (m.ctx,):
-            raise MismatchError(f"window {self.n_windows}: expected {m.ctx} token ids, "
-                                f"got shape {tok.shape}")
-        rows = as_float_rows(window_logp, m.n_scored, m.vocab_size, f"window {self.n_windows}")
+        tok, rows = self._window_inputs(window_logp, window_tokens)
         targets = tok[m.first + 1:].astype(np.int64)
         if targets.size and (targets.min() < 0 or targets.max() >= m.vocab_size):
             raise MismatchError(f"window {self.n_windows}: token id outside the vocabulary")

@@ -64,18 +64,8 @@ class FullStoreWriter(StoreWriterBase):
         (self._dir.tmp / "windows").mkdir()
         self._tokens: list[np.ndarray] = []
 
-    @property
-    def n_windows(self) -> int:
-        return len(self._tokens)
-
     def append(self, window_logp: Any, window_tokens: Any) -> None:
-        m = self.meta
-        tok = np.asarray(window_tokens.cpu().numpy() if hasattr(window_tokens, "cpu")
-                         else window_tokens)
-        if tok.shape != (m.ctx,):
-            raise MismatchError(f"window {self.n_windows}: expected {m.ctx} token ids, "
-                                f"got shape {tok.shape}")
-        rows = as_float_rows(window_logp, m.n_scored, m.vocab_size, f"window {self.n_windows}")
+        tok, rows = self._window_inputs(window_logp, window_tokens)
         logp = log_softmax64(rows).astype(self.dtype)
         with open(self._dir.file(_window_name(self.n_windows)), "wb") as fh:
             np.save(fh, logp)

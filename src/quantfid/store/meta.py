@@ -285,6 +285,21 @@ class StoreWriterBase:
     _dir: StoreDirWriter
     _tokens: list[np.ndarray]
 
+    @property
+    def n_windows(self) -> int:
+        return len(self._tokens)
+
+    def _window_inputs(self, window_logp: Any, window_tokens: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Check one appended window: its ``ctx`` token ids and its (n_scored, V) rows."""
+        m = self.meta
+        tok = np.asarray(window_tokens.cpu().numpy() if hasattr(window_tokens, "cpu")
+                         else window_tokens)
+        if tok.shape != (m.ctx,):
+            raise MismatchError(f"window {self.n_windows}: expected {m.ctx} token ids, "
+                                f"got shape {tok.shape}")
+        rows = as_float_rows(window_logp, m.n_scored, m.vocab_size, f"window {self.n_windows}")
+        return tok, rows
+
     def _close_files(self) -> None:
         """Close open data files before commit or abort (none by default)."""
 
