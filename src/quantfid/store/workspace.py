@@ -26,7 +26,8 @@ import fcntl
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,19 @@ from quantfid._version import __version__
 from quantfid.errors import FormatError, MismatchError, QuantfidError
 from quantfid.records import Model, Outcome, PromptFidelity
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "quantfid.json"
 _PART_RE = re.compile(r"^[A-Za-z0-9._@+=,-]+$")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One table part of a unit's result: rows for ``tables/<table>/<name>.parquet``."""
+
+    table: str
+    name: str
+    rows: pa.Table | list[dict[str, Any]]
+    unit_hash: str
 
 
 def _safe_part(name: str) -> str:
@@ -76,7 +87,9 @@ class Workspace:
         v = m.get("format_version")
         if v != FORMAT_VERSION:
             raise FormatError(f"{self.path / MANIFEST}: workspace format_version {v!r}; this "
-                              f"quantfid ({__version__}) reads version {FORMAT_VERSION}")
+                              f"quantfid ({__version__}) reads version {FORMAT_VERSION}: "
+                              "rebuild it by re-running its study or measure commands into a "
+                              "new directory")
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -108,16 +121,7 @@ class Workspace:
     def add_model(self, model: Model) -> None:
         """Register (or update) a model. A second, different reference is an error."""
         with self.update() as m:
-            if model.role == "reference":
-                cur = m.get("reference")
-                if cur is not None and cur != model.id:
-                    raise MismatchError(
-                        f"workspace {self.path} already has reference {cur!r}; refusing to switch "
-                        f"to {model.id!r} (use a new workspace for another reference)")
-                m["reference"] = model.id
-            elif m.get("reference") == model.id:
-                raise MismatchError(f"{model.id!r} is this workspace's reference; it cannot also be a quant")
-            m["models"][model.id] = model.to_dict()
+            _register(m, model, self.path)
 
     @property
     def reference(self) -> Model | None:
@@ -188,6 +192,26 @@ class Workspace:
         atomic.write_bytes(path, buf.getvalue())
         return path
 
+    def commit(self, parts: Sequence[Part], models: Sequence[Model] = (),
+               entries: Mapping[str, Mapping[str, dict[str, Any]]] | None = None) -> None:
+        """Store one unit's result together, under the workspace lock: every part (each
+        written atomically), then the manifest gains ``models`` and ``entries`` (section ->
+        key -> info) in one atomic write. A kill before the manifest write leaves parts whose
+        model the manifest does not list (ignored by readers, redone or re-registered by the
+        next run), never a manifest entry without its data."""
+        with self._locked():
+            for p in parts:
+                self.write_part(p.table, p.name, p.rows, p.unit_hash)
+            if not models and not entries:
+                return
+            m = self.manifest
+            for model in models:
+                _register(m, model, self.path)
+            for section, items in (entries or {}).items():
+                m.setdefault(section, {}).update(items)
+            m["tool_version"] = __version__
+            atomic.write_json(self.path / MANIFEST, m)
+
     def drop_part(self, table: str, part: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._part_path(table, part).unlink()
@@ -237,3 +261,17 @@ class Workspace:
         d = self.path.joinpath("arrays", *(_safe_part(p) for p in parts))
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+
+def _register(m: dict[str, Any], model: Model, path: Path) -> None:
+    """Add ``model`` to manifest ``m``; a second, different reference is a MismatchError."""
+    if model.role == "reference":
+        cur = m.get("reference")
+        if cur is not None and cur != model.id:
+            raise MismatchError(
+                f"workspace {path} already has reference {cur!r}; refusing to switch "
+                f"to {model.id!r} (use a new workspace for another reference)")
+        m["reference"] = model.id
+    elif m.get("reference") == model.id:
+        raise MismatchError(f"{model.id!r} is this workspace's reference; it cannot also be a quant")
+    m["models"][model.id] = model.to_dict()
