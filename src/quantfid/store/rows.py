@@ -53,7 +53,7 @@ class CompactRows:
             raise ValueError("compact rows: tail counts do not match the tail samples")
 
     def __len__(self) -> int:
-        return int(len(self.counts))
+        return len(self.counts)
 
     @property
     def offsets(self) -> np.ndarray:
