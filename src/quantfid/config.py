@@ -9,7 +9,12 @@ Layout of the file (every table optional; what is left out takes the default pre
 
     [quants]
     recipes = ["Q8_0", "Q4_K_M"]          # cohort recipe names applied to the reference
-    files = [{path = "q4.gguf", name = "q4-file"}]   # GGUF files / local model directories
+    numerics = "auto"                     # auto | weights | ggml-cpu (for recipes and files)
+
+    [[models]]                            # more quants: GGUF files, model directories, hub
+    spec = "q4.gguf"                      # ids, server URLs (each with its backend)
+    name = "q4-file"
+    backend = "llamacpp"                  # hf | llamacpp | http (default: by the spec)
 
     [measure]
     corpora = ["prose", "code"]           # built-in corpus names or text files
@@ -31,6 +36,13 @@ Layout of the file (every table optional; what is left out takes the default pre
     band = 0.99                           # band rule: score >= band x reference score
     n_boot = 2000                         # bootstrap resamples
     seed = 0
+
+    [executor]                            # where units run
+    kind = "local"                        # local | ray
+    address = ""                          # ray: the cluster (empty: start one here)
+    num_cpus = 1                          # ray: resources per unit
+    num_gpus = 0
+    memory = 0                            # ray: bytes per unit (0: not reserved)
 """
 
 from __future__ import annotations
@@ -45,6 +57,8 @@ from typing import Any, Literal
 from quantfid.errors import QuantfidError
 
 Preset = Literal["quick", "default", "full"]
+DTYPES = ("float32", "bfloat16", "float16")
+NUMERICS = ("auto", "weights", "ggml-cpu")
 
 
 @dataclass(frozen=True)
@@ -55,9 +69,15 @@ class ReferenceConfig:
 
 
 @dataclass(frozen=True)
-class QuantFile:
-    path: str
+class ModelEntry:
+    """A ``[[models]]`` entry: any model spec (file, directory, hub id, URL) with options."""
+
+    spec: str
     name: str | None = None
+    backend: str | None = None
+    dtype: str | None = None
+    numerics: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,26 +104,33 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    kind: str = "local"
+    address: str = ""
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory: int = 0
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """Everything a study needs; ``hash_inputs()`` of its parts key the units of work."""
 
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     recipes: tuple[str, ...] = ()
-    files: tuple[QuantFile, ...] = ()
+    numerics: str = "auto"
+    models: tuple[ModelEntry, ...] = ()
     corpora: tuple[str, ...] = ()
     contexts: tuple[int, ...] = (512, 2048)
     chunks: tuple[int, ...] = (1, 1)
     benchmarks: tuple[BenchTask, ...] = ()
     ingest: tuple[IngestSource, ...] = ()
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     preset: str = "custom"
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def windows(self, ctx: int) -> int:
-        """Windows per corpus at context length ``ctx``."""
-        return self.chunks[self.contexts.index(ctx)]
 
 
 # ---- presets ------------------------------------------------------------------------------
@@ -142,12 +169,11 @@ QUICK_LIMITS = {"humaneval_mc": 4}
 def _default_tasks(preset: Preset) -> tuple[BenchTask, ...]:
     """Every built-in task: ``quick`` a dozen prompts each, ``default`` each task's default
     size, ``full`` its full size."""
-    from quantfid.study import builtin_tasks
+    from quantfid.bench.tasks import DEFAULT_TASKS, get_task
 
-    tasks = builtin_tasks()
     out = []
-    for name in sorted(tasks):
-        t = tasks[name]
+    for name in sorted(DEFAULT_TASKS):
+        t = get_task(name)
         limit = {"quick": QUICK_LIMITS.get(name, QUICK_PROMPTS_PER_TASK), "default": int(t.n_default),
                  "full": int(t.n_full)}[preset]
         out.append(BenchTask(task=name, limit=limit))
@@ -194,46 +220,83 @@ def load(path: str | Path, base: Preset = "default") -> StudyConfig:
 
 def from_dict(data: dict[str, Any], where: str = "config", base: Preset = "default") -> StudyConfig:
     """Validate a parsed TOML document against the layout in this module's docstring."""
-    known = {"reference", "quants", "measure", "benchmarks", "ingest", "analysis"}
+    known = {"reference", "quants", "models", "measure", "benchmarks", "ingest", "analysis",
+             "executor"}
     extra = set(data) - known
     _expect(not extra, where, f"unknown table(s) {sorted(extra)}; expected {sorted(known)}")
     cfg = preset(base)
-    changes: dict[str, Any] = {"preset": "custom"}
+    changes: dict[str, Any] = {"preset": "custom",
+                               "reference": _reference(data, cfg, where),
+                               "analysis": _analysis(data, cfg, where),
+                               "executor": _executor(data, where)}
+    changes.update(_quants(data, cfg, where))
+    changes.update(_measure(data, cfg, where))
+    if "benchmarks" in data:
+        changes["benchmarks"] = _benchmarks(data["benchmarks"], where)
+    if "ingest" in data:
+        changes["ingest"] = _ingest(data["ingest"], where)
+    out = dataclasses.replace(cfg, **changes)
+    _expect(bool(out.recipes or out.models or out.ingest), where, "the study has no quants")
+    return out
 
-    ref = data.get("reference", {})
-    _expect(isinstance(ref, dict), where, "[reference] must be a table")
-    _unknown(ref, {"model", "dtype", "device"}, f"{where} [reference]")
-    changes["reference"] = ReferenceConfig(
-        model=str(ref.get("model", cfg.reference.model)),
-        dtype=str(ref.get("dtype", cfg.reference.dtype)),
-        device=str(ref.get("device", cfg.reference.device)))
 
-    q = data.get("quants", {})
-    _expect(isinstance(q, dict), where, "[quants] must be a table")
-    _unknown(q, {"recipes", "files"}, f"{where} [quants]")
+def _table(data: dict[str, Any], name: str, where: str, allowed: set[str]) -> dict[str, Any]:
+    t = data.get(name, {})
+    _expect(isinstance(t, dict), where, f"[{name}] must be a table")
+    _unknown(t, allowed, f"{where} [{name}]")
+    return t
+
+
+def _reference(data: dict[str, Any], cfg: StudyConfig, where: str) -> ReferenceConfig:
+    ref = _table(data, "reference", where, {"model", "dtype", "device"})
+    out = ReferenceConfig(model=str(ref.get("model", cfg.reference.model)),
+                          dtype=str(ref.get("dtype", cfg.reference.dtype)),
+                          device=str(ref.get("device", cfg.reference.device)))
+    _expect(out.dtype in DTYPES, where, f"[reference] dtype must be one of {list(DTYPES)}")
+    return out
+
+
+def _quants(data: dict[str, Any], cfg: StudyConfig, where: str) -> dict[str, Any]:
+    q = _table(data, "quants", where, {"recipes", "numerics"})
+    out: dict[str, Any] = {}
     if "recipes" in q:
         rec = q["recipes"]
         if rec == "default":
             rec = list(cfg.recipes)
         _expect(isinstance(rec, list) and all(isinstance(r, str) for r in rec), where,
                 "[quants] recipes must be a list of recipe names (or \"default\")")
-        changes["recipes"] = tuple(rec)
-    if "files" in q:
-        files = []
-        for i, f in enumerate(q["files"]):
-            f = {"path": f} if isinstance(f, str) else f
-            _expect(isinstance(f, dict) and "path" in f, where,
-                    f"[quants] files[{i}] needs a path (a GGUF file or a model directory)")
-            _unknown(f, {"path", "name"}, f"{where} [quants] files[{i}]")
-            files.append(QuantFile(path=str(f["path"]), name=f.get("name")))
-        changes["files"] = tuple(files)
+        out["recipes"] = tuple(rec)
+    if "numerics" in q:
+        _expect(q["numerics"] in NUMERICS, where, f"[quants] numerics must be one of {list(NUMERICS)}")
+        out["numerics"] = str(q["numerics"])
+    if "models" in data:
+        out["models"] = _models(data["models"], where)
+    return out
 
-    m = data.get("measure", {})
-    _expect(isinstance(m, dict), where, "[measure] must be a table")
-    _unknown(m, {"corpora", "contexts", "chunks"}, f"{where} [measure]")
+
+def _models(entries: Any, where: str) -> tuple[ModelEntry, ...]:
+    _expect(isinstance(entries, list), where, "[[models]] must be an array of tables")
+    out = []
+    for i, e in enumerate(entries):
+        at = f"[[models]] #{i + 1}"
+        _expect(isinstance(e, dict) and isinstance(e.get("spec"), str), where,
+                f"{at} needs a spec (a GGUF file, a model directory, a hub id or a server URL)")
+        _expect(e.get("numerics") in (None, *NUMERICS), where,
+                f"{at} numerics must be one of {list(NUMERICS)}")
+        _expect(e.get("dtype") in (None, *DTYPES), where, f"{at} dtype must be one of {list(DTYPES)}")
+        head = {"spec", "name", "backend", "dtype", "numerics"}
+        out.append(ModelEntry(spec=e["spec"], name=e.get("name"), backend=e.get("backend"),
+                              dtype=e.get("dtype"), numerics=e.get("numerics"),
+                              options={k: v for k, v in e.items() if k not in head}))
+    return tuple(out)
+
+
+def _measure(data: dict[str, Any], cfg: StudyConfig, where: str) -> dict[str, Any]:
+    m = _table(data, "measure", where, {"corpora", "contexts", "chunks"})
+    out: dict[str, Any] = {}
     if "corpora" in m:
         _expect(isinstance(m["corpora"], list), where, "[measure] corpora must be a list")
-        changes["corpora"] = tuple(str(c) for c in m["corpora"])
+        out["corpora"] = tuple(str(c) for c in m["corpora"])
     contexts = tuple(m.get("contexts", cfg.contexts))
     _expect(all(isinstance(c, int) and c >= 8 for c in contexts), where,
             f"[measure] contexts must be integers >= 8, got {list(contexts)}")
@@ -243,42 +306,61 @@ def from_dict(data: dict[str, Any], where: str = "config", base: Preset = "defau
     _expect(len(chunks) == len(contexts) and all(isinstance(c, int) and c >= 1 for c in chunks),
             where, f"[measure] chunks must be one positive integer per context length "
                    f"({len(contexts)}), got {chunks}")
-    changes["contexts"], changes["chunks"] = contexts, tuple(chunks)
+    out["contexts"], out["chunks"] = contexts, tuple(chunks)
+    return out
 
-    if "benchmarks" in data:
-        tasks = []
-        for i, b in enumerate(data["benchmarks"]):
-            _expect(isinstance(b, dict) and "task" in b, where, f"[[benchmarks]] #{i + 1} needs a task")
-            _unknown(b, {"task", "limit"}, f"{where} [[benchmarks]] #{i + 1}")
-            lim = b.get("limit")
-            _expect(lim is None or (isinstance(lim, int) and lim > 0), where,
-                    f"[[benchmarks]] #{i + 1} limit must be a positive integer")
-            tasks.append(BenchTask(task=str(b["task"]), limit=lim))
-        changes["benchmarks"] = tuple(tasks)
 
-    if "ingest" in data:
-        srcs = []
-        for i, s in enumerate(data["ingest"]):
-            _expect(isinstance(s, dict) and {"format", "path", "model"} <= set(s), where,
-                    f"[[ingest]] #{i + 1} needs format, path and model")
-            opts = {k: v for k, v in s.items() if k not in {"format", "path", "model", "reference"}}
-            srcs.append(IngestSource(format=str(s["format"]), path=str(s["path"]),
-                                     model=str(s["model"]), reference=bool(s.get("reference", False)),
-                                     options=opts))
-        changes["ingest"] = tuple(srcs)
+def _benchmarks(entries: Any, where: str) -> tuple[BenchTask, ...]:
+    _expect(isinstance(entries, list), where, "[[benchmarks]] must be an array of tables")
+    tasks = []
+    for i, b in enumerate(entries):
+        _expect(isinstance(b, dict) and "task" in b, where, f"[[benchmarks]] #{i + 1} needs a task")
+        _unknown(b, {"task", "limit"}, f"{where} [[benchmarks]] #{i + 1}")
+        lim = b.get("limit")
+        _expect(lim is None or (isinstance(lim, int) and lim > 0), where,
+                f"[[benchmarks]] #{i + 1} limit must be a positive integer")
+        tasks.append(BenchTask(task=str(b["task"]), limit=lim))
+    return tuple(tasks)
 
-    a = data.get("analysis", {})
-    _expect(isinstance(a, dict), where, "[analysis] must be a table")
-    _unknown(a, {"k", "band", "n_boot", "seed"}, f"{where} [analysis]")
-    an = AnalysisConfig(k=int(a.get("k", cfg.analysis.k)), band=float(a.get("band", cfg.analysis.band)),
-                        n_boot=int(a.get("n_boot", cfg.analysis.n_boot)),
-                        seed=int(a.get("seed", cfg.analysis.seed)))
+
+def _ingest(entries: Any, where: str) -> tuple[IngestSource, ...]:
+    _expect(isinstance(entries, list), where, "[[ingest]] must be an array of tables")
+    srcs = []
+    for i, s in enumerate(entries):
+        _expect(isinstance(s, dict) and {"format", "path", "model"} <= set(s), where,
+                f"[[ingest]] #{i + 1} needs format, path and model")
+        opts = {k: v for k, v in s.items() if k not in {"format", "path", "model", "reference"}}
+        srcs.append(IngestSource(format=str(s["format"]), path=str(s["path"]),
+                                 model=str(s["model"]), reference=bool(s.get("reference", False)),
+                                 options=opts))
+    return tuple(srcs)
+
+
+def _analysis(data: dict[str, Any], cfg: StudyConfig, where: str) -> AnalysisConfig:
+    a = _table(data, "analysis", where, {"k", "band", "n_boot", "seed"})
+    try:
+        an = AnalysisConfig(k=int(a.get("k", cfg.analysis.k)),
+                            band=float(a.get("band", cfg.analysis.band)),
+                            n_boot=int(a.get("n_boot", cfg.analysis.n_boot)),
+                            seed=int(a.get("seed", cfg.analysis.seed)))
+    except (TypeError, ValueError) as e:
+        raise QuantfidError(f"{where}: [analysis] values must be numbers ({e})") from e
     _expect(0 < an.band <= 1, where, f"[analysis] band must be in (0, 1], got {an.band}")
     _expect(an.n_boot >= 0 and an.k >= 0, where, "[analysis] k and n_boot must be >= 0")
-    changes["analysis"] = an
-    out = dataclasses.replace(cfg, **changes)
-    _expect(bool(out.recipes or out.files or out.ingest), where, "the study has no quants")
-    return out
+    return an
+
+
+def _executor(data: dict[str, Any], where: str) -> ExecutorConfig:
+    e = _table(data, "executor", where, {"kind", "address", "num_cpus", "num_gpus", "memory"})
+    _expect(e.get("kind", "local") in ("local", "ray"), where,
+            "[executor] kind must be \"local\" or \"ray\"")
+    try:
+        return ExecutorConfig(kind=str(e.get("kind", "local")), address=str(e.get("address", "")),
+                              num_cpus=float(e.get("num_cpus", 1.0)),
+                              num_gpus=float(e.get("num_gpus", 0.0)),
+                              memory=int(e.get("memory", 0)))
+    except (TypeError, ValueError) as ex:
+        raise QuantfidError(f"{where}: [executor] values must be numbers ({ex})") from ex
 
 
 def _unknown(d: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -314,9 +396,8 @@ def to_toml(cfg: StudyConfig) -> str:
              f"device = {_toml_value(cfg.reference.device)}", "",
              "[quants]", "# cohort recipes applied to the reference (quantfid cohort list)",
              f"recipes = {_toml_value(list(cfg.recipes))}",
-             "# GGUF files or local model directories: [{path = \"q.gguf\", name = \"q\"}]",
-             "files = [" + ", ".join(_toml_value({"path": f.path, **({"name": f.name} if f.name else {})})
-                                    for f in cfg.files) + "]", "",
+             "# auto: ggml-cpu (llama.cpp's CPU numerics) for GGML types, weights otherwise",
+             f"numerics = {_toml_value(cfg.numerics)}", "",
              "[measure]", "# built-in corpus names or text files",
              f"corpora = {_toml_value(list(cfg.corpora))}",
              f"contexts = {_toml_value(list(cfg.contexts))}",
@@ -327,6 +408,12 @@ def to_toml(cfg: StudyConfig) -> str:
         if b.limit is not None:
             lines.append(f"limit = {b.limit}")
         lines.append("")
+    for e in cfg.models:
+        lines += ["[[models]]", f"spec = {_toml_value(e.spec)}"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in (("name", e.name), ("backend", e.backend),
+                  ("dtype", e.dtype), ("numerics", e.numerics), *e.options.items())
+                  if v is not None]
+        lines.append("")
     for s in cfg.ingest:
         lines += ["[[ingest]]", f"format = {_toml_value(s.format)}", f"path = {_toml_value(s.path)}",
                   f"model = {_toml_value(s.model)}", f"reference = {_toml_value(s.reference)}"]
@@ -336,4 +423,8 @@ def to_toml(cfg: StudyConfig) -> str:
     lines += ["[analysis]", "# k: size of the lowest-k silent zone (0 = automatic); band: fraction "
               "of the reference score", f"k = {a.k}", f"band = {a.band!r}", f"n_boot = {a.n_boot}",
               f"seed = {a.seed}", ""]
+    x = cfg.executor
+    lines += ["[executor]", "# local | ray (address: a running cluster; empty starts one here)",
+              f"kind = {_toml_value(x.kind)}", f"address = {_toml_value(x.address)}",
+              f"num_cpus = {x.num_cpus!r}", f"num_gpus = {x.num_gpus!r}", f"memory = {x.memory}", ""]
     return "\n".join(lines)

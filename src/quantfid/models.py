@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from quantfid.backends.base import Identity
 from quantfid.errors import QuantfidError
+from quantfid.hashing import hash_json
 from quantfid.records import Role
 
 Kind = Literal["embedded", "gguf", "dir", "hub", "recipe", "url"]
@@ -158,3 +160,112 @@ def parse_spec(spec: str | None, *, role: Role = "quant", name: str | None = Non
     return ModelSpec(id=name or default_id(kind, source), kind=kind, source=source, role=role,
                      backend=be, dtype=dtype, device=device, numerics=numerics,
                      options={k: v for k, v in options.items() if v is not None})
+
+
+# ---- identity ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as units see it: its spec, its content hash and how it is run.
+
+    ``key`` (content + backend identity) goes into every unit hash: the same weights run on
+    another backend, dtype, device type or numerics are another measurement.
+    """
+
+    spec: ModelSpec
+    content: str
+    identity: Identity
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def key(self) -> str:
+        return hash_json({"content": self.content, **self.identity.to_json()})
+
+
+def numerics_available() -> bool:
+    """Whether the ggml-cpu emulation (``quantfid.quantize.numerics``) is present."""
+    import importlib.util
+
+    return importlib.util.find_spec("quantfid.quantize.numerics") is not None
+
+
+def resolve_numerics(spec: ModelSpec, types: dict[str, str] | None = None) -> str:
+    """The concrete numerics of ``spec``: ``native`` for runtimes that compute in their own
+    types; else the spec's choice, ``auto`` meaning ``ggml-cpu`` for GGML recipes (``types``:
+    the recipe's type map) and GGUF files through transformers, ``weights`` otherwise."""
+    if spec.backend != "hf":
+        return "native"
+    if spec.numerics != "auto":
+        return spec.numerics
+    if not numerics_available():
+        return "weights"
+    if spec.kind == "gguf":
+        return "ggml-cpu"
+    if spec.kind == "recipe" and types is not None:
+        from quantfid.quantize.ggml import GGML_TYPES
+
+        return "ggml-cpu" if any(t in GGML_TYPES for t in types.values()) else "weights"
+    return "weights"
+
+
+def identity(spec: ModelSpec, numerics: str) -> Identity:
+    """The backend identity ``spec`` will run with (no model is loaded)."""
+    if spec.backend == "hf":
+        from quantfid.backends.hf import resolve_device
+
+        return Identity("hf", spec.dtype, resolve_device(spec.device).type, numerics)
+    if spec.backend == "llamacpp":
+        return Identity("llamacpp", "native", "cpu", "native")
+    return Identity(spec.backend, "native", "remote" if spec.kind == "url" else "cpu", "native")
+
+
+def file_hash(spec: ModelSpec) -> str:
+    """Content hash of a file-like spec (GGUF, directory, hub id, the embedded model)."""
+    from quantfid.hashing import hash_file
+
+    if spec.kind == "embedded":
+        from quantfid import embedded
+
+        return hash_file(embedded.gguf_path())
+    if spec.kind == "gguf":
+        return hash_file(spec.source)
+    if spec.kind == "dir":
+        from quantfid.backends.hf import hash_dir
+
+        return hash_dir(Path(spec.source))
+    if spec.kind == "hub":
+        return hash_json({"hub": spec.source, "revision": spec.option("revision")})
+    raise QuantfidError(f"{spec.id}: a {spec.kind} has no file to hash")
+
+
+def spec_from_record(model: Any) -> ModelSpec:
+    """The spec that reopens a workspace model record (``quantfid.records.Model``) the way it
+    was run: its source, and the backend, dtype, device and numerics in its ``extra``."""
+    src = str(model.source or "")
+    extra = dict(model.extra or {})
+    kind: Kind
+    if src.startswith("embedded:"):
+        kind, source = "embedded", "embedded"
+    elif model.format == "recipe" or src.startswith("recipe:"):
+        kind = "recipe"
+        source = src[len("recipe:"):].split("@", 1)[0] if src.startswith("recipe:") else str(
+            model.scheme or model.id)
+    elif model.format == "server" or is_url(src):
+        kind, source = "url", src
+    elif model.format == "gguf":
+        kind, source = "gguf", src
+    elif model.format == "hf" and Path(src).is_dir():
+        kind, source = "dir", src
+    elif model.format == "hf" and src:
+        kind, source = "hub", src
+    else:
+        raise QuantfidError(f"cannot run model {model.id!r} (format {model.format!r}, source "
+                            f"{src!r}); its per-prompt data must come from ingest")
+    be = extra.get("backend") or default_backend(kind)
+    numerics = extra.get("numerics", "auto")
+    return ModelSpec(id=model.id, kind=kind, source=source, role=model.role, backend=be,
+                     dtype=extra.get("dtype", "float32") if be == "hf" else "float32",
+                     device=extra.get("device", "auto") if be == "hf" else "auto",
+                     numerics=numerics if numerics in NUMERICS else "auto")

@@ -57,3 +57,31 @@ class ByteTokenizer:
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return bytes(ids).decode("utf-8", "replace")
+
+
+def tiny_family(root: "Path", scales: dict[str, float], seed: int = 0) -> dict[str, "Path"]:
+    """A tiny random Llama saved as a model directory (``ref``) and perturbed copies of it
+    (weights + N(0, scale) noise from a seeded generator), one directory each, same tokenizer."""
+    import shutil
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from quantfid.backends.tiny import make_tiny_llama
+
+    root = Path(root)
+    ref = make_tiny_llama(root / "ref", seed=seed)
+    out = {"ref": ref}
+    rng = np.random.default_rng(seed + 100)
+    for name, scale in scales.items():
+        m = AutoModelForCausalLM.from_pretrained(ref)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.from_numpy(rng.normal(0, scale, size=tuple(p.shape)).astype(np.float32)))
+        d = root / name
+        m.save_pretrained(d)
+        for f in ref.iterdir():
+            if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
+                shutil.copy(f, d / f.name)
+        out[name] = d
+    return out

@@ -33,13 +33,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
-import torch
 
 from quantfid.errors import QuantfidError
 from quantfid.records import Model
+
+if TYPE_CHECKING:  # torch is imported by the backends that need it, not by this protocol
+    import torch
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
@@ -215,6 +217,18 @@ _VERB = {"score": "score windows (fidelity)", "loglikelihood": "score multiple-c
          "generate": "generate text", "module": "give a torch module to quantize"}
 
 
+def _cpu() -> Any:
+    import torch
+
+    return torch.device("cpu")
+
+
+def _float32() -> Any:
+    import torch
+
+    return torch.float32
+
+
 @dataclass
 class LoadedModel:
     """A torch causal LM ready to run: the module, its tokenizer and its record."""
@@ -222,5 +236,5 @@ class LoadedModel:
     module: torch.nn.Module
     tokenizer: Any
     info: Model
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    dtype: torch.dtype = torch.float32
+    device: torch.device = field(default_factory=_cpu)
+    dtype: torch.dtype = field(default_factory=_float32)

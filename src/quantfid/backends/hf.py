@@ -7,9 +7,8 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,15 @@ import numpy as np
 import torch
 
 from quantfid import embedded
-from quantfid.backends.base import LoadedModel
+from quantfid.backends.base import (
+    Identity,
+    LoadedModel,
+    LoglikRequest,
+    LoglikResult,
+    R,
+    Reducer,
+)
+from quantfid.backends.hf_head import DEFAULT_CHUNK, ChunkedHead
 from quantfid.errors import MismatchError, QuantfidError
 from quantfid.hashing import hash_file, hash_json
 from quantfid.records import Model, Role
@@ -118,29 +125,52 @@ def adds_bos(tokenizer: Any) -> bool:
 
 
 class HFBackend:
-    """Teacher-forced log-probs from a transformers causal LM (the ``Backend`` protocol).
+    """A transformers causal LM on CPU or CUDA: the ``score``, ``loglikelihood``, ``generate``
+    and ``module`` capabilities of :mod:`quantfid.backends.base`.
 
-    Windows run in batches under ``torch.inference_mode``; the LM head is applied only to
-    the requested positions (``logits_to_keep``), and log-softmax is taken in float32 even
-    when the model runs in bfloat16/float16. Yielded tensors are float32 on the CPU.
+    Windows run in batches under ``torch.inference_mode``; the body runs once per batch and
+    the LM head per chunk of ``chunk`` positions (:mod:`quantfid.backends.hf_head`); each
+    chunk's logits go to the reducer where they were computed (CPU or GPU tensors, the model's
+    dtype: the reducer normalises them in float32 or better). ``numerics`` names how the
+    module computes (``weights``: as loaded; ``ggml-cpu``: llama.cpp's CPU numerics emulated by
+    :mod:`quantfid.quantize.numerics`, applied by whoever built the module).
     """
 
-    def __init__(self, loaded: LoadedModel, threads: int | None = None) -> None:
+    name = "hf"
+    capabilities = frozenset({"score", "loglikelihood", "generate", "module"})
+
+    def __init__(self, loaded: LoadedModel, threads: int | None = None,
+                 numerics: str = "weights", chunk: int = DEFAULT_CHUNK) -> None:
         self.loaded = loaded
         self.module: Any = loaded.module
         self.tokenizer = loaded.tokenizer
         self.info = loaded.info
         self.device = loaded.device
+        self.numerics = numerics
         if threads:
             torch.set_num_threads(threads)
         self._tok_id: str | None = None
-        fwd = inspect.signature(self.module.forward).parameters
-        self._keep_arg = "logits_to_keep" if "logits_to_keep" in fwd else None
+        self.head = ChunkedHead(self.module, self.device, chunk)
 
     @classmethod
     def load(cls, spec: str | None = None, dtype: str = "float32", device: str = "auto",
              role: Role = "quant", name: str | None = None) -> HFBackend:
         return cls(load_hf(spec, dtype=dtype, device=device, role=role, name=name))
+
+    def identity(self) -> Identity:
+        dtype = next(k for k, v in DTYPES.items() if v == self.loaded.dtype)
+        return Identity("hf", dtype, self.device.type, self.numerics)
+
+    def with_module(self, module: torch.nn.Module, info: Model,
+                    numerics: str | None = None) -> HFBackend:
+        loaded = LoadedModel(module=module, tokenizer=self.tokenizer, info=info,
+                             device=self.device, dtype=self.loaded.dtype)
+        out = HFBackend(loaded, numerics=numerics or self.numerics, chunk=self.head.chunk)
+        out._tok_id = self._tok_id
+        return out
+
+    def close(self) -> None:
+        self.module = None
 
     def vocab_size(self) -> int:
         """Rows of the output projection (the width of every log-prob vector)."""
@@ -158,6 +188,10 @@ class HFBackend:
         """The BOS id llama.cpp would put at the start of each chunk, or None."""
         return int(self.tokenizer.bos_token_id) if adds_bos(self.tokenizer) else None
 
+    def eos_id(self) -> int | None:
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        return None if eos is None else int(eos)
+
     def tokenize(self, text: str, bos: bool | None = None) -> np.ndarray:
         """Token ids (int64) of ``text``; BOS prepended when the model adds one."""
         from quantfid.corpus import tokenize
@@ -165,24 +199,44 @@ class HFBackend:
         use = self.bos_id() if bos is None else (self.tokenizer.bos_token_id if bos else None)
         return tokenize(text, self.tokenizer, use)
 
-    def logprobs(self, windows: np.ndarray, batch_size: int = 1, start: int = 0,
-                 stop: int | None = None) -> Iterator[torch.Tensor]:
-        """Yield float32 log-probs (b, stop - start, V) for positions ``start .. stop - 1``
-        of each batch of windows (default: all positions)."""
-        ids = np.asarray(windows, dtype=np.int64)
-        if ids.ndim != 2:
-            raise QuantfidError(f"windows must be (n, n_ctx), got shape {ids.shape}")
-        n_ctx = ids.shape[1]
-        stop = n_ctx if stop is None else stop
-        if not 0 <= start < stop <= n_ctx:
-            raise QuantfidError(f"positions {start}..{stop} outside a window of {n_ctx}")
-        kwargs: dict[str, Any] = {"use_cache": False}
-        if self._keep_arg:
-            kwargs[self._keep_arg] = torch.arange(start, stop, device=self.device)
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=False))
+
+    def score_windows(self, ids: np.ndarray, start: int, stop: int, reducer: Reducer[R], *,
+                      batch_size: int = 1) -> Iterator[tuple[int, R]]:
+        """Hand the logits at positions ``start .. stop - 1`` of every window to ``reducer``,
+        chunk by chunk; yields ``(window, result)`` (see the protocol)."""
+        arr = np.asarray(ids, dtype=np.int64)
+        if arr.ndim != 2:
+            raise QuantfidError(f"windows must be (n, n_ctx), got shape {arr.shape}")
+        if not 0 <= start < stop <= arr.shape[1]:
+            raise QuantfidError(f"positions {start}..{stop} outside a window of {arr.shape[1]}")
         with torch.inference_mode():
-            for b0 in range(0, ids.shape[0], batch_size):
-                x = torch.from_numpy(ids[b0:b0 + batch_size]).to(self.device)
-                logits = self.module(input_ids=x, **kwargs).logits
-                if not self._keep_arg:
-                    logits = logits[:, start:stop]
-                yield torch.log_softmax(logits.float(), dim=-1).cpu()
+            for b0 in range(0, arr.shape[0], batch_size):
+                x = torch.from_numpy(arr[b0:b0 + batch_size]).to(self.device)
+                for i, p0, logits in self.head.window_chunks(x, start, stop):
+                    yield b0 + i, reducer.full(b0 + i, p0, logits())
+
+    def loglikelihood(self, requests: Sequence[LoglikRequest], reducer: Reducer[R] | None = None,
+                      *, batch_size: int = 8) -> Iterator[tuple[int, LoglikResult[R]]]:
+        from quantfid.backends.hf_loglik import iter_loglik
+
+        yield from iter_loglik(self.head, requests, reducer, batch_size)
+
+    def generate(self, prompts: Sequence[str], *, max_tokens: int,
+                 stop: Sequence[str]) -> Iterator[tuple[int, str]]:
+        from quantfid.backends.hf_generate import greedy
+
+        for i, p in enumerate(prompts):
+            yield i, greedy(self.module, self.tokenizer, self.device, p, max_tokens=max_tokens,
+                            stop=stop).text
+
+
+def open_hf(spec: Any) -> HFBackend:
+    """The registry's ``hf`` factory: a ``quantfid.models.ModelSpec`` of kind embedded, gguf,
+    dir or hub, loaded with transformers (numerics are applied by ``quantfid.pool``)."""
+    if spec.kind not in ("embedded", "gguf", "dir", "hub"):
+        raise QuantfidError(f"the hf backend cannot open a {spec.kind} ({spec.source!r})")
+    src = None if spec.kind == "embedded" else spec.source
+    loaded = load_hf(src, dtype=spec.dtype, device=spec.device, role=spec.role, name=spec.id)
+    return HFBackend(loaded, chunk=int(spec.option("chunk", DEFAULT_CHUNK)))

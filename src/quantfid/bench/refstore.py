@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from quantfid import atomic
 from quantfid.errors import FormatError, MismatchError, QuantfidError
-from quantfid.metrics.types import TokenMetrics
 from quantfid.store.compact import CompactStore, CompactStoreWriter
+from quantfid.store.rows import CompactRows
 
 INDEX = "index.json"
 FORMAT_VERSION = 1
@@ -54,8 +53,9 @@ class PromptRefWriter:
         self._len = -1
         self._done: set[int] = set()
 
-    def append(self, prompt_id: str, ids: np.ndarray, logprobs: torch.Tensor | np.ndarray) -> None:
-        """One prompt: its gold token ids (L,) and the reference log-probs (L - 1, V)."""
+    def append(self, prompt_id: str, ids: np.ndarray, rows: CompactRows) -> None:
+        """One prompt: its gold token ids (L,) and the reference's compact rows at the
+        L - 1 positions predicting ``ids[1:]``."""
         n = len(ids)
         if prompt_id in self._index:
             raise MismatchError(f"prompt id {prompt_id!r} appears twice")
@@ -71,7 +71,7 @@ class PromptRefWriter:
             self._len = n
         assert self._writer is not None
         self._index[prompt_id] = [n, self._writer.n_windows]
-        self._writer.append(logprobs, ids)
+        self._writer.append_rows(rows, np.asarray(ids))
 
     def _close_current(self) -> None:
         if self._writer is not None:
@@ -111,9 +111,8 @@ class PromptRefStore:
     def exists(path: Path) -> bool:
         return (Path(path) / INDEX).is_file()
 
-    def metrics(self, prompt_id: str, ids: np.ndarray,
-                logprobs: torch.Tensor | np.ndarray) -> TokenMetrics:
-        """Metrics of ``logprobs`` (L - 1, V) over the prompt's scored tokens ``ids[1:]``."""
+    def locate(self, prompt_id: str, ids: np.ndarray) -> tuple[CompactStore, int]:
+        """The store and window holding prompt ``prompt_id``, checked against its gold ids."""
         entry = self.meta["prompts"].get(prompt_id)
         if entry is None:
             raise MismatchError(f"{self.path}: prompt {prompt_id!r} is not in the reference store")
@@ -125,5 +124,23 @@ class PromptRefStore:
         if len(ids) != n or not np.array_equal(stored, np.asarray(ids)):
             raise MismatchError(f"{self.path}: prompt {prompt_id!r} tokenizes differently from "
                                 "the reference's run (another tokenizer or prompt text?)")
-        q = logprobs.float().numpy() if isinstance(logprobs, torch.Tensor) else logprobs
-        return store.metrics_against(w, q)
+        return store, w
+
+
+class PromptRows:
+    """The reference rows of a prompt set as a reducer sees them (``kind``, ``rows(window,
+    lo, hi)``), window = the index of a request in ``ids``' order."""
+
+    kind = "compact"
+
+    def __init__(self, store: PromptRefStore, prompt_ids: list[str], gold_ids: list[np.ndarray]) -> None:
+        self.store = store
+        self.prompt_ids = prompt_ids
+        self.gold_ids = gold_ids
+        self._where: dict[int, tuple[CompactStore, int]] = {}
+
+    def rows(self, window: int, lo: int, hi: int) -> CompactRows:
+        if window not in self._where:
+            self._where[window] = self.store.locate(self.prompt_ids[window], self.gold_ids[window])
+        store, w = self._where[window]
+        return store.rows(w, lo, hi)

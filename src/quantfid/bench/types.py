@@ -36,3 +36,15 @@ class ChoicePrompt:
 def prompt_set_hash(prompts: list[ChoicePrompt]) -> str:
     """Hash of a prompt set's exact texts, choices and gold indices (order included)."""
     return hash_json([p.to_json() for p in prompts])
+
+
+@dataclass(frozen=True)
+class TextPrompt:
+    """A prompt without choices (``--prompts FILE.jsonl`` rows without an answer): its last
+    token is scored as the one continuation."""
+
+    id: str
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "prompt": self.text}

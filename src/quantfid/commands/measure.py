@@ -32,10 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scoring", choices=("llamacpp", "all"), default="llamacpp",
                    help="llamacpp: score the last n_ctx-1-n_ctx/2 tokens of each window "
                         "(default); all: every token after the first")
-    p.add_argument("--backend", choices=("hf", "llamacpp"), default="hf")
+    p.add_argument("--backend", choices=("hf", "llamacpp", "http"), default=None,
+                   help="runtime for the models (default: hf for files, http for server URLs)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    p.add_argument("--numerics", choices=("auto", "weights", "ggml-cpu"), default="auto",
+                   help="torch numerics: ggml-cpu emulates llama.cpp's CPU backend (default for "
+                        "GGML recipes and GGUF files), weights is weight-only")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
-    p.add_argument("--batch-size", type=int, default=1, metavar="B", help="windows per forward")
+    p.add_argument("--batch-size", type=int, default=1, metavar="B",
+                   help="windows per forward (prompts per forward for --prompts: 8 if 1)")
     p.add_argument("--store", choices=("compact", "full"), default="compact",
                    help="reference store kind (compact: top-k + tail; full: every log-prob)")
     p.add_argument("--workspace", default=None, metavar="W",
@@ -79,64 +84,54 @@ def format_table(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> str:
 
 
 def _prompts(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Per-prompt fidelity of the workspace's models (quantfid.bench.prompt_fidelity)."""
+    """Per-prompt fidelity of the workspace's models (``quantfid.bench.run.measure_prompts``)."""
     if args.workspace is None:
         raise QuantfidError("--prompts needs --workspace (per-prompt rows are stored there)")
-    try:
-        from quantfid.bench.prompt_fidelity import measure_prompts
-    except ImportError as e:
-        raise QuantfidError("--prompts is not available in this build: per-prompt fidelity "
-                            f"(quantfid.bench.prompt_fidelity) is missing ({e})") from e
+    from quantfid.bench.run import measure_prompts
+    from quantfid.models import parse_spec
     from quantfid.store.workspace import Workspace
 
-    res = measure_prompts(Workspace(args.workspace), args.prompts,
-                          batch_size=max(args.batch_size, 1), progress=True)
-    return [r.to_json() for r in res]
+    kw = {"backend": args.backend, "dtype": args.dtype, "device": args.device,
+          "numerics": args.numerics}
+    names = [*(args.name or []), *[None] * len(args.quant)][:len(args.quant)]
+    quants = [parse_spec(q, name=n, **kw) for q, n in zip(args.quant, names, strict=True)]
+    ref = parse_spec(args.reference, role="reference", name=args.reference_name, **kw)
+    return measure_prompts(Workspace(args.workspace), args.prompts, reference=ref, quants=quants,
+                           batch_size=args.batch_size if args.batch_size > 1 else 8,
+                           progress=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from quantfid.measure import measure, register_models, stats_keys
+    from quantfid.measure import is_stored_reference, measure, stats_keys
 
-    stored = args.reference is not None and _is_stored(args.reference)
-    if args.prompts is not None and args.corpus is None and not stored:
-        if args.workspace is None:
-            raise QuantfidError("--prompts needs --workspace (per-prompt rows are stored there)")
-        register_models(args.reference, args.quant, args.workspace, names=args.name,
-                        reference_name=args.reference_name, dtype=args.dtype,
-                        device=args.device)
-        rows = _prompts(args)
-        if args.json:
-            json.dump(rows, sys.stdout, indent=2)
-            sys.stdout.write("\n")
-        else:
-            keys = ("benchmark", "n", "acc", "acc_norm", "kld_mean", "skipped")
-            print(format_table(rows, keys))
-        return 0
+    if args.ctx is not None and args.ctx < 4:
+        raise QuantfidError(f"--ctx must be at least 4 tokens, got {args.ctx}")
+    if args.prompts is not None and args.workspace is None:
+        raise QuantfidError("--prompts needs --workspace (per-prompt rows are stored there)")
+    stored = args.reference is not None and is_stored_reference(args.reference)
     corpus = args.corpus if (args.corpus is not None or stored) else "prose"
     ctx = args.ctx if (args.ctx is not None or stored) else 512
-    results = measure(args.reference, args.quant, corpus, ctx, chunks=args.chunks,
-                      scoring=args.scoring, backend=args.backend, dtype=args.dtype,
-                      device=args.device, workspace=args.workspace, names=args.name,
-                      reference_name=args.reference_name, batch_size=args.batch_size,
-                      store=args.store, n_boot=args.n_boot, seed=args.seed,
-                      imatrix=args.imatrix, progress=True)
+    results = []
+    if args.prompts is None or args.corpus is not None or stored:
+        results = measure(args.reference, args.quant, corpus, ctx, chunks=args.chunks,
+                          scoring=args.scoring, backend=args.backend, dtype=args.dtype,
+                          device=args.device, numerics=args.numerics, workspace=args.workspace,
+                          names=args.name, reference_name=args.reference_name,
+                          batch_size=args.batch_size, store=args.store, n_boot=args.n_boot,
+                          seed=args.seed, imatrix=args.imatrix, progress=True)
     prompt_rows = _prompts(args) if args.prompts is not None else []
     if args.json:
-        json.dump([r.to_json() for r in results], sys.stdout, indent=2, allow_nan=True)
+        json.dump([r.to_json() for r in results] if results else prompt_rows, sys.stdout,
+                  indent=2, allow_nan=True)
         sys.stdout.write("\n")
-    else:
+        return 0
+    if results:
         r0 = results[0]
         print(f"reference {r0.reference}  corpus {r0.corpus} ({r0.corpus_hash[:12]})  "
               f"ctx {r0.ctx}  scoring {r0.scoring}  windows {r0.n_windows}")
         print(format_table([r.to_json() for r in results], stats_keys()))
-        if prompt_rows:
-            print()
-            print(format_table(prompt_rows, ("benchmark", "n", "acc", "acc_norm", "kld_mean",
-                                             "skipped")))
+    if prompt_rows:
+        print()
+        print(format_table(prompt_rows, ("benchmark", "n", "acc", "acc_norm", "kld_mean",
+                                         "skipped")))
     return 0
-
-
-def _is_stored(spec: str) -> bool:
-    from quantfid.measure import is_stored_reference
-
-    return is_stored_reference(spec)

@@ -407,3 +407,102 @@ class CompactStore:
                 np.broadcast_to(np.arange(kk), (n, kk))
             inter = (ref_k[:, :, None] == q_k[:, None, :]).any(axis=2).sum(axis=1)
             out[f"top{k}_overlap"][s] = inter / kk
+
+
+# ---- chunk API (interim implementation over the per-window code above) -----------------------
+def compact_rows(logits: Any, targets: Any, *, mass: float = DEFAULT_MASS, cap: int = DEFAULT_CAP,
+                 min_k: int = DEFAULT_MIN_K, tail_samples: int = DEFAULT_TAIL_SAMPLES,
+                 rng: np.random.Generator) -> Any:
+    """Compact rows of logits (P, V) (float64 log-softmax on the host)."""
+    from quantfid.store.rows import CompactRows
+
+    x = logits.detach().float().cpu().numpy() if hasattr(logits, "detach") else np.asarray(logits)
+    t = np.asarray(targets, dtype=np.int64)
+    parts = []
+    for lo in range(0, x.shape[0], _ROWS):
+        lp, pr = softmax_parts(x[lo:lo + _ROWS])
+        counts, ids, vals, tail_p = select_top(lp, mass, cap, min_k, probs=pr)
+        log_tail = _log_rows(tail_p.sum(axis=1))
+        keep = np.arange(ids.shape[1])[None, :] < counts[:, None]
+        floor = math.log1p(-mass) if mass < 1 else -math.inf
+        need = log_tail > floor if tail_samples else np.zeros(len(lp), bool)
+        s_ids, s_lp = sample_tail(tail_p[need], lp[need], tail_samples, rng)
+        tt = t[lo:lo + _ROWS]
+        tl = np.where(tt >= 0, lp[np.arange(len(tt)), np.maximum(tt, 0)], np.nan)
+        parts.append(CompactRows(counts.astype(np.int32), ids[keep].astype(np.int64),
+                                 vals[keep].astype(np.float32), log_tail.astype(np.float32),
+                                 tl.astype(np.float32), np.where(need, tail_samples, 0).astype(np.int32),
+                                 s_ids.reshape(-1).astype(np.int64),
+                                 s_lp.reshape(-1).astype(np.float32)))
+    return CompactRows.concat(parts)
+
+
+def _append_rows(self: CompactStoreWriter, rows: Any, tokens: Any) -> None:
+    tok = np.asarray(tokens)
+    self._fh["tail_counts"].write(np.asarray(rows.tail_counts).astype("<i4").tobytes())
+    self._fh["tail_ids"].write(np.asarray(rows.tail_ids).astype(self.id_dtype).tobytes())
+    self._fh["tail_logp"].write(np.asarray(rows.tail_logp).astype(self.value_dtype).tobytes())
+    self._fh["counts"].write(np.asarray(rows.counts).astype("<i4").tobytes())
+    self._fh["ids"].write(np.asarray(rows.ids).astype(self.id_dtype).tobytes())
+    self._fh["logp"].write(np.asarray(rows.logp).astype(self.value_dtype).tobytes())
+    self._fh["log_tail"].write(np.asarray(rows.log_tail).astype("<f4").tobytes())
+    self._fh["target_logp"].write(np.asarray(rows.target_logp).astype("<f4").tobytes())
+    self._tokens.append(tok.astype(np.int32))
+
+
+CompactStoreWriter.append_rows = _append_rows  # type: ignore[attr-defined]
+
+
+def _store_rows(self: CompactStore, w: int, lo: int = 0, hi: int | None = None) -> Any:
+    from quantfid.store.rows import CompactRows
+
+    n = self.n_scored
+    hi = n if hi is None else hi
+    t0, t1 = self._window(w) * n + lo, self._window(w) * n + hi
+    a, b = int(self.offsets[t0]), int(self.offsets[t1])
+    ta, tb = int(self.tail_offsets[t0]), int(self.tail_offsets[t1])
+    return CompactRows(np.asarray(self.counts[t0:t1]), np.asarray(self.ids[a:b], np.int64),
+                       np.asarray(self.values[a:b]), np.asarray(self.log_tail[t0:t1]),
+                       np.asarray(self.target_logp[t0:t1]),
+                       np.asarray(self.tail_counts[t0:t1]),
+                       np.asarray(self.tail_ids[ta:tb], np.int64),
+                       np.asarray(self.tail_values[ta:tb]))
+
+
+CompactStore.rows = _store_rows  # type: ignore[attr-defined]
+
+
+class _RowsView:
+    def __init__(self, r: Any) -> None:
+        self.counts, self.offsets, self.ids, self.values = r.counts, r.offsets, r.ids, r.logp
+        self.log_tail, self.target_logp = r.log_tail, r.target_logp
+        self.tail_counts, self.tail_offsets = r.tail_counts, r.tail_offsets
+        self.tail_ids, self.tail_values = r.tail_ids, r.tail_logp
+
+
+def compact_metrics(ref: Any, logits: Any, targets: Any, *, tail: str = "sampled") -> TokenMetrics:
+    x = logits.detach().float().cpu().numpy() if hasattr(logits, "detach") else np.asarray(logits)
+    n = len(ref)
+    names = ("kld", "rkld", "jsd", "nll_ref", "nll_q", "dp", "ref_top1_prob",
+             "top5_overlap", "top10_overlap")
+    out = {k: np.empty(n, np.float64) for k in names}
+    same = np.empty(n, bool)
+    view = _RowsView(ref)
+    t = np.asarray(targets, dtype=np.int64)
+    for lo in range(0, n, _ROWS):
+        hi = min(n, lo + _ROWS)
+        sub = _RowsView(ref.slice(lo, hi))
+        CompactStore._rows(sub, 0, hi - lo, x[lo:hi].astype(np.float64), t[lo:hi], out, same,  # type: ignore[arg-type]
+                           lo, tail == "sampled")
+    del view
+    return TokenMetrics(kld=out["kld"], same_top1=same, ref_top1_prob=out["ref_top1_prob"],
+                        rkld=out["rkld"], jsd=out["jsd"], nll_ref=out["nll_ref"],
+                        nll_q=out["nll_q"], dp=out["dp"], top5_overlap=out["top5_overlap"],
+                        top10_overlap=out["top10_overlap"])
+
+
+def full_metrics(ref_rows: np.ndarray, logits: Any, targets: Any) -> TokenMetrics:
+    from quantfid.metrics.token import token_metrics
+
+    x = logits.detach().float().cpu().numpy() if hasattr(logits, "detach") else np.asarray(logits)
+    return token_metrics(np.asarray(ref_rows, dtype=np.float32), x, np.asarray(targets))

@@ -141,3 +141,10 @@ class FullStore:
             ref = ref.astype(np.float32)
         qa = as_float_rows(q, self.meta.n_scored, self.meta.vocab_size, f"quant window {w}")
         return token_metrics(ref, qa, t, extras=extras)
+
+
+def _full_rows(self: FullStore, w: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
+    return np.asarray(self.logp(w)[lo:hi])
+
+
+FullStore.rows = _full_rows  # type: ignore[attr-defined]

@@ -1,0 +1,253 @@
+"""Opening models for units: the one place a recipe becomes a quant.
+
+A :class:`ModelPool` knows the reference spec. It loads the reference once and keeps it; it
+opens one quant at a time (closing the previous one), and builds recipe quants from the
+reference's torch module: one working copy of the module serves the whole cohort, each
+recipe rewriting every quantizable tensor from the untouched reference (a deep copy per
+recipe would cost the model's size each time). Numerics (``ggml-cpu`` or ``weights``) are
+applied where the module is built, by :func:`apply_numerics`.
+
+It also gives every model's identity (:meth:`ModelPool.ref_of`: content hash + backend
+identity) and workspace record (:meth:`ModelPool.record`) without running the model: a
+recipe's type map, bits per weight and bytes follow from the reference's shape.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from quantfid.backends import registry
+from quantfid.backends.base import Backend, ModuleBackend, require
+from quantfid.errors import QuantfidError
+from quantfid.hashing import hash_file
+from quantfid.models import (
+    ModelRef,
+    ModelSpec,
+    file_hash,
+    identity,
+    resolve_numerics,
+)
+from quantfid.records import Model
+
+
+def apply_numerics(module: Any, types: dict[str, str] | None, numerics: str) -> Any:
+    """Make ``module`` compute under ``numerics`` (``weights``: as it is). ``types``: HF
+    parameter name -> scheme (None: every weight is float, as a reference)."""
+    if numerics == "weights":
+        return None
+    try:
+        from quantfid.quantize import numerics as num
+    except ImportError as e:
+        raise QuantfidError(f"numerics {numerics!r} is not available in this build ({e})") from e
+    return num.apply_numerics(module, types, numerics)
+
+
+class ModelPool:
+    """Opens the models of a plan (see the module docstring)."""
+
+    def __init__(self, reference: ModelSpec | None, *, imatrix: str | Path | None = None,
+                 progress: bool = False) -> None:
+        self.reference_spec = reference
+        self.imatrix_path = imatrix
+        self.progress = progress
+        self._ref: Backend | None = None
+        self._ref_numerics: str | None = None
+        self._imatrix: Any = None
+        self._work: Any = None  # the working copy recipes quantize in place
+        self._current: tuple[str, Backend] | None = None
+        self._shape: Any = None
+
+    # ---- the reference ------------------------------------------------------------------
+    def set_reference_numerics(self, numerics: str) -> None:
+        """Numerics the reference runs under (``ggml-cpu``: f16 K/V as llama-perplexity)."""
+        if self._ref is not None and numerics != self._ref_numerics:
+            raise QuantfidError("the reference's numerics must be set before it is opened")
+        self._ref_numerics = numerics
+
+    def reference(self) -> Backend:
+        """The reference backend (loaded once)."""
+        if self._ref is None:
+            spec = self._need_reference()
+            n = self._ref_numerics or resolve_numerics(spec)
+            self._ref_numerics = n
+            self._ref = self._open_file(spec, n, types=None)
+        return self._ref
+
+    def _need_reference(self) -> ModelSpec:
+        if self.reference_spec is None:
+            raise QuantfidError("this needs a reference model (give --reference)")
+        return self.reference_spec
+
+    def ref_ref(self) -> ModelRef:
+        """The reference's identity."""
+        spec = self._need_reference()
+        n = self._ref_numerics or resolve_numerics(spec)
+        self._ref_numerics = n
+        return ModelRef(spec, self.content(spec), identity(spec, n))
+
+    # ---- identities -------------------------------------------------------------------------
+    def _imatrix_obj(self) -> Any:
+        if self.imatrix_path is not None and self._imatrix is None:
+            from quantfid.quantize.imatrix import load_imatrix
+
+            self._imatrix = load_imatrix(self.imatrix_path)
+        return self._imatrix
+
+    def shape(self) -> Any:
+        """The reference module's quantizable tensors (loads the reference)."""
+        if self._shape is None:
+            from quantfid.quantize import model_shape
+
+            ref = self.reference()
+            require(ref, "module")
+            self._shape = model_shape(ref.module)  # type: ignore[attr-defined]
+        return self._shape
+
+    def recipe_types(self, spec: ModelSpec) -> dict[str, str]:
+        from quantfid.quantize import get_recipe
+
+        return get_recipe(spec.source).type_map(self.shape(), has_imatrix=self._imatrix_obj()
+                                                is not None)
+
+    def content(self, spec: ModelSpec) -> str:
+        """Content hash: a recipe's type map + reference + importance matrix; a file's hash; a
+        server's model id + probe (asks the server)."""
+        if spec.kind == "recipe":
+            from quantfid.quantize.apply import quant_hash
+
+            im = self._imatrix_obj()
+            return quant_hash(self.recipe_types(spec), self.content(self._need_reference()),
+                              im.hash if im is not None else None)
+        if spec.kind == "url":
+            return self._open_other(spec).info.hash or spec.source
+        return file_hash(spec)
+
+    def ref_of(self, spec: ModelSpec) -> ModelRef:
+        """A quant's identity (its numerics resolved)."""
+        types = self.recipe_types(spec) if spec.kind == "recipe" else None
+        n = resolve_numerics(spec, types)
+        return ModelRef(spec, self.content(spec), identity(spec, n))
+
+    # ---- opening ------------------------------------------------------------------------------
+    def open(self, ref: ModelRef) -> Backend:
+        """The backend running ``ref`` (the reference stays loaded; one quant at a time)."""
+        if ref.spec.role == "reference":
+            return self.reference()
+        if self._current is not None and self._current[0] == ref.key:
+            return self._current[1]
+        self.release()
+        if ref.spec.kind == "recipe":
+            backend = self._build_recipe(ref)
+        elif ref.spec.kind == "url":
+            backend = self._open_other(ref.spec)
+        else:
+            backend = self._open_file(ref.spec, ref.identity.numerics, types=None)
+        self._check_tokenizer(backend)
+        self._current = (ref.key, backend)
+        return backend
+
+    def release(self) -> None:
+        """Close the quant opened last (the reference stays)."""
+        if self._current is not None:
+            self._current[1].close()  # a recipe's backend drops its handle, not the working copy
+            self._current = None
+
+    def _open_file(self, spec: ModelSpec, numerics: str, types: dict[str, str] | None) -> Backend:
+        backend = registry.open_backend(spec)
+        if spec.backend == "hf" and numerics != "weights":
+            if spec.kind == "gguf":
+                from quantfid.quantize import numerics as num
+
+                types = num.gguf_types(spec.source)
+            apply_numerics(backend.module, types, numerics)  # type: ignore[attr-defined]
+            backend.numerics = numerics  # type: ignore[attr-defined]
+        return backend
+
+    def _open_other(self, spec: ModelSpec) -> Backend:
+        if self._current is not None and self._current[1].info.id == spec.id:
+            return self._current[1]
+        return registry.open_backend(spec)
+
+    def _build_recipe(self, ref: ModelRef) -> Backend:
+        from quantfid.quantize import QuantCache, get_recipe, quantize_model
+
+        base = self.reference()
+        require(base, "module")
+        mb: ModuleBackend = base  # type: ignore[assignment]
+        if self._work is None:
+            self._work = copy.deepcopy(mb.module)
+            self._qcache = QuantCache()
+        rep = quantize_model(self._work, get_recipe(ref.spec.source), self._imatrix_obj(),
+                             cache=self._qcache, reference_hash=self.content(
+                                 self._need_reference()), progress=self.progress,
+                             source=mb.module)
+        self._numerics_handle = _swap_numerics(getattr(self, "_numerics_handle", None),
+                                               self._work, rep.types, ref.identity.numerics)
+        return mb.with_module(self._work, self.record(ref), numerics=ref.identity.numerics)
+
+    def _check_tokenizer(self, backend: Backend) -> None:
+        if self.reference_spec is None or self._ref is None:
+            return
+        from quantfid.backends.hf import check_same_tokenizer
+
+        ref = self._ref
+        if backend.vocab_size() != ref.vocab_size():
+            from quantfid.errors import MismatchError
+
+            raise MismatchError(f"{backend.info.id!r} has a vocabulary of {backend.vocab_size()}, "
+                                f"the reference {ref.info.id!r} {ref.vocab_size()}")
+        check_same_tokenizer(ref.tokenizer_id(), ref.info.id, backend.tokenizer_id(),
+                             backend.info.id)
+
+    # ---- records --------------------------------------------------------------------------
+    def record(self, ref: ModelRef) -> Model:
+        """The workspace record of ``ref`` (computed without running it)."""
+        spec, idn = ref.spec, ref.identity
+        extra: dict[str, Any] = {**idn.to_json()}
+        if spec.kind == "recipe":
+            from quantfid.quantize import get_recipe
+            from quantfid.quantize.recipe import scheme_bytes
+
+            shape = self.shape()
+            types = self.recipe_types(spec)
+            q_bytes = sum(scheme_bytes(types[t.name], t) for t in shape.tensors)
+            n_q = sum(t.numel for t in shape.tensors)
+            total = q_bytes + 4.0 * shape.other_params
+            counts: dict[str, int] = {}
+            for s in types.values():
+                counts[s] = counts.get(s, 0) + 1
+            extra.update(quantized_bits_per_weight=8.0 * q_bytes / n_q,
+                         type_counts=dict(sorted(counts.items())))
+            base = self.reference().info
+            return Model(id=spec.id, role="quant", source=f"recipe:{spec.source}@{base.id}",
+                         format="recipe", scheme=get_recipe(spec.source).name,
+                         bits_per_weight=8.0 * total / (n_q + shape.other_params),
+                         bytes=round(total), hash=ref.content, extra=extra)
+        fmt = {"embedded": "gguf", "gguf": "gguf", "dir": "hf", "hub": "hf", "url": "server"}
+        src = spec.source
+        if spec.kind == "embedded":
+            from quantfid import embedded
+
+            src = f"embedded:{embedded.gguf_path().name}"
+        elif spec.kind in ("gguf", "dir"):
+            src = str(Path(spec.source).resolve())
+        size = Path(spec.source).stat().st_size if spec.kind == "gguf" else None
+        scheme = "f32-from-Q4_1" if spec.kind == "embedded" else None
+        m = Model(id=spec.id, role=spec.role, source=src, format=fmt[spec.kind], scheme=scheme,
+                  bytes=size, hash=ref.content, extra=extra)
+        if spec.role == "reference":
+            m = dataclasses.replace(m, bits_per_weight=32.0 if spec.dtype == "float32" else 16.0)
+        return m
+
+
+def _swap_numerics(old: Any, module: Any, types: dict[str, str], numerics: str) -> Any:
+    """Remove the previous recipe's numerics hooks from the working copy, add this one's."""
+    if old is not None and hasattr(old, "remove"):
+        old.remove()
+    return apply_numerics(module, types, numerics)
+
+
+__all__ = ["ModelPool", "apply_numerics", "hash_file"]
