@@ -20,6 +20,7 @@ Layout of the file (every table optional; what is left out takes the default pre
     corpora = ["prose", "code"]           # built-in corpus names or text files
     contexts = [512, 2048]                # context lengths (tokens per window)
     chunks = [1, 1]                       # windows per corpus, one entry per context length
+    noise_floor = true                    # also the reference against itself, bf16-rounded
 
     [[benchmarks]]                        # built-in tasks, run per prompt with fidelity
     task = "humaneval-mc"
@@ -123,6 +124,7 @@ class StudyConfig:
     corpora: tuple[str, ...] = ()
     contexts: tuple[int, ...] = (512, 2048)
     chunks: tuple[int, ...] = (1, 1)
+    noise_floor: bool = True
     benchmarks: tuple[BenchTask, ...] = ()
     ingest: tuple[IngestSource, ...] = ()
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
@@ -292,8 +294,12 @@ def _models(entries: Any, where: str) -> tuple[ModelEntry, ...]:
 
 
 def _measure(data: dict[str, Any], cfg: StudyConfig, where: str) -> dict[str, Any]:
-    m = _table(data, "measure", where, {"corpora", "contexts", "chunks"})
+    m = _table(data, "measure", where, {"corpora", "contexts", "chunks", "noise_floor"})
     out: dict[str, Any] = {}
+    if "noise_floor" in m:
+        _expect(isinstance(m["noise_floor"], bool), where, "[measure] noise_floor must be true "
+                "or false")
+        out["noise_floor"] = m["noise_floor"]
     if "corpora" in m:
         _expect(isinstance(m["corpora"], list), where, "[measure] corpora must be a list")
         out["corpora"] = tuple(str(c) for c in m["corpora"])
@@ -402,7 +408,9 @@ def to_toml(cfg: StudyConfig) -> str:
              f"corpora = {_toml_value(list(cfg.corpora))}",
              f"contexts = {_toml_value(list(cfg.contexts))}",
              "# windows per corpus, one per context length",
-             f"chunks = {_toml_value(list(cfg.chunks))}", ""]
+             f"chunks = {_toml_value(list(cfg.chunks))}",
+             "# the noise floor: the reference against itself with bf16 rounding after each layer",
+             f"noise_floor = {_toml_value(cfg.noise_floor)}", ""]
     for b in cfg.benchmarks:
         lines += ["[[benchmarks]]", f"task = {_toml_value(b.task)}"]
         if b.limit is not None:

@@ -46,14 +46,13 @@ import sysconfig
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from quantfid.errors import FormatError, QuantfidError
 from quantfid.hashing import hash_array, hash_bytes
 
-Scoring = Literal["llamacpp", "all"]
 SCORINGS: tuple[str, ...] = ("llamacpp", "all")
 BUILTIN_MAX_CHARS = 600_000
 PSF = "PSF-2.0 (Python Software Foundation License Version 2)"

@@ -194,14 +194,17 @@ def numerics_available() -> bool:
 def resolve_numerics(spec: ModelSpec, types: dict[str, str] | None = None) -> str:
     """The concrete numerics of ``spec``: ``native`` for runtimes that compute in their own
     types; else the spec's choice, ``auto`` meaning ``ggml-cpu`` for GGML recipes (``types``:
-    the recipe's type map) and GGUF files through transformers, ``weights`` otherwise."""
+    the recipe's type map), GGUF files through transformers and the embedded reference (a
+    GGUF), ``weights`` otherwise. (A study or measure also runs a reference under ``ggml-cpu``
+    when any of its quants does: llama-perplexity keeps K/V in f16 for both sides.)"""
     if spec.backend != "hf":
         return "native"
     if spec.numerics != "auto":
         return spec.numerics
     if not numerics_available():
         return "weights"
-    if spec.kind == "gguf":
+    if spec.kind in ("gguf", "embedded"):
+        # a GGUF runs as llama.cpp runs it (the embedded reference: F32 weights, f16 K/V)
         return "ggml-cpu"
     if spec.kind == "recipe" and types is not None:
         from quantfid.quantize.ggml import GGML_TYPES

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from quantfid.backends import registry
 from quantfid.backends.base import Backend, ModuleBackend, require
 from quantfid.errors import QuantfidError
-from quantfid.hashing import hash_file
+from quantfid.hashing import hash_file, hash_json
 from quantfid.models import (
     ModelRef,
     ModelSpec,
@@ -45,6 +46,21 @@ def apply_numerics(module: Any, types: dict[str, str] | None, numerics: str) -> 
     return num.apply_numerics(module, types, numerics)
 
 
+@dataclass(frozen=True)
+class PoolSpec:
+    """What it takes to rebuild a pool elsewhere (a worker process or machine): picklable."""
+
+    reference: ModelSpec | None
+    imatrix: str | None
+    reference_numerics: str | None
+
+    def build(self) -> ModelPool:
+        pool = ModelPool(self.reference, imatrix=self.imatrix)
+        if self.reference_numerics is not None and self.reference is not None:
+            pool.set_reference_numerics(self.reference_numerics)
+        return pool
+
+
 class ModelPool:
     """Opens the models of a plan (see the module docstring)."""
 
@@ -54,17 +70,31 @@ class ModelPool:
         self.imatrix_path = imatrix
         self.progress = progress
         self._ref: Backend | None = None
+        self._ref_handle: Any = None
         self._ref_numerics: str | None = None
         self._imatrix: Any = None
         self._work: Any = None  # the working copy recipes quantize in place
         self._current: tuple[str, Backend] | None = None
+        self._handle: Any = None
         self._shape: Any = None
+
+    def spec(self) -> PoolSpec:
+        """A picklable description that rebuilds this pool (same reference, numerics, imatrix)."""
+        im = None if self.imatrix_path is None else str(Path(self.imatrix_path).resolve())
+        return PoolSpec(self.reference_spec, im, self._ref_numerics)
 
     # ---- the reference ------------------------------------------------------------------
     def set_reference_numerics(self, numerics: str) -> None:
-        """Numerics the reference runs under (``ggml-cpu``: f16 K/V as llama-perplexity)."""
-        if self._ref is not None and numerics != self._ref_numerics:
-            raise QuantfidError("the reference's numerics must be set before it is opened")
+        """Numerics a torch reference runs under (``ggml-cpu``: f16 K/V as llama-perplexity);
+        a runtime that computes natively keeps its own."""
+        spec = self._need_reference()
+        if spec.backend != "hf" or numerics == self._ref_numerics:
+            return
+        if self._ref is not None:
+            if self._ref_handle is not None:
+                self._ref_handle.remove()
+            self._ref_handle = apply_numerics(self._ref.module, None, numerics)  # type: ignore[attr-defined]
+            self._ref.numerics = numerics  # type: ignore[attr-defined]
         self._ref_numerics = numerics
 
     def reference(self) -> Backend:
@@ -73,8 +103,17 @@ class ModelPool:
             spec = self._need_reference()
             n = self._ref_numerics or resolve_numerics(spec)
             self._ref_numerics = n
-            self._ref = self._open_file(spec, n, types=None)
+            self._ref, self._ref_handle = self._open_file(spec, n, types=None)
         return self._ref
+
+    def noise_ref(self, perturb: str = "bf16-layers") -> ModelRef:
+        """The noise-floor twin: the reference under its own numerics plus ``perturb``
+        (:mod:`quantfid.perturb`), measured against the reference like a quant."""
+        ref = self.ref_ref()
+        spec = dataclasses.replace(ref.spec, id="noise-floor", role="quant",
+                                   options={**ref.spec.options, "perturb": perturb})
+        return ModelRef(spec, hash_json({"reference": ref.content, "perturb": perturb}),
+                        ref.identity)
 
     def _need_reference(self) -> ModelSpec:
         if self.reference_spec is None:
@@ -139,12 +178,14 @@ class ModelPool:
         if self._current is not None and self._current[0] == ref.key:
             return self._current[1]
         self.release()
-        if ref.spec.kind == "recipe":
+        if ref.spec.option("perturb"):
+            backend = self._build_noise(ref)
+        elif ref.spec.kind == "recipe":
             backend = self._build_recipe(ref)
         elif ref.spec.kind == "url":
             backend = self._open_other(ref.spec)
         else:
-            backend = self._open_file(ref.spec, ref.identity.numerics, types=None)
+            backend, self._handle = self._open_file(ref.spec, ref.identity.numerics, types=None)
         self._check_tokenizer(backend)
         self._current = (ref.key, backend)
         return backend
@@ -155,16 +196,58 @@ class ModelPool:
             self._current[1].close()  # a recipe's backend drops its handle, not the working copy
             self._current = None
 
-    def _open_file(self, spec: ModelSpec, numerics: str, types: dict[str, str] | None) -> Backend:
+    def _open_file(self, spec: ModelSpec, numerics: str,
+                   types: dict[str, str] | None) -> tuple[Backend, Any]:
+        """A file-like model's backend and its numerics handle (None: as loaded)."""
         backend = registry.open_backend(spec)
+        handle = None
         if spec.backend == "hf" and numerics != "weights":
             if spec.kind == "gguf":
                 from quantfid.quantize import numerics as num
 
                 types = num.gguf_types(spec.source)
-            apply_numerics(backend.module, types, numerics)  # type: ignore[attr-defined]
+            handle = apply_numerics(backend.module, types, numerics)  # type: ignore[attr-defined]
             backend.numerics = numerics  # type: ignore[attr-defined]
-        return backend
+        return backend, handle
+
+    def _work_copy(self) -> Any:
+        """The working copy recipes and the noise twin rewrite (made once, without the
+        reference's numerics hooks, which a deep copy would carry along)."""
+        if self._work is None:
+            from quantfid.quantize import QuantCache
+
+            mb: Any = self.reference()
+            if self._ref_handle is not None:
+                self._ref_handle.remove()
+            self._work = copy.deepcopy(mb.module)
+            self._ref_handle = apply_numerics(mb.module, None, self._ref_numerics or "weights")
+            self._qcache = QuantCache()
+        return self._work
+
+    def _build_noise(self, ref: ModelRef) -> Backend:
+        from quantfid.perturb import Perturbation
+
+        base: Any = self.reference()
+        work = self._work_copy()
+        src = dict(base.module.named_parameters())
+        import torch
+
+        with torch.no_grad():
+            for name, p in work.named_parameters():
+                p.copy_(src[name])
+        self._work_hooks(apply_numerics(work, None, ref.identity.numerics),
+                         Perturbation(work, ref.spec.option("perturb")))
+        info = Model(id=ref.id, role="quant", source=f"noise:{ref.spec.option('perturb')}",
+                     format="noise", hash=ref.content, extra=ref.identity.to_json())
+        out: Backend = base.with_module(work, info, numerics=ref.identity.numerics)
+        return out
+
+    def _work_hooks(self, *handles: Any) -> None:
+        """Replace the hooks on the working copy (the previous model's numerics or noise)."""
+        for h in getattr(self, "_work_handles", ()):
+            if h is not None:
+                h.remove()
+        self._work_handles = handles
 
     def _open_other(self, spec: ModelSpec) -> Backend:
         if self._current is not None and self._current[1].info.id == spec.id:
@@ -172,21 +255,19 @@ class ModelPool:
         return registry.open_backend(spec)
 
     def _build_recipe(self, ref: ModelRef) -> Backend:
-        from quantfid.quantize import QuantCache, get_recipe, quantize_model
+        from quantfid.quantize import get_recipe, quantize_model
 
         base = self.reference()
         require(base, "module")
         mb: ModuleBackend = base  # type: ignore[assignment]
-        if self._work is None:
-            self._work = copy.deepcopy(mb.module)
-            self._qcache = QuantCache()
-        rep = quantize_model(self._work, get_recipe(ref.spec.source), self._imatrix_obj(),
+        work = self._work_copy()
+        self._work_hooks()
+        rep = quantize_model(work, get_recipe(ref.spec.source), self._imatrix_obj(),
                              cache=self._qcache, reference_hash=self.content(
                                  self._need_reference()), progress=self.progress,
                              source=mb.module)
-        self._numerics_handle = _swap_numerics(getattr(self, "_numerics_handle", None),
-                                               self._work, rep.types, ref.identity.numerics)
-        return mb.with_module(self._work, self.record(ref), numerics=ref.identity.numerics)
+        self._work_hooks(apply_numerics(work, rep.types, ref.identity.numerics))
+        return mb.with_module(work, self.record(ref), numerics=ref.identity.numerics)
 
     def _check_tokenizer(self, backend: Backend) -> None:
         if self.reference_spec is None or self._ref is None:
@@ -203,6 +284,10 @@ class ModelPool:
                              backend.info.id)
 
     # ---- records --------------------------------------------------------------------------
+    def record_of(self, unit: Any) -> Model | None:
+        """The workspace record a unit registers (None for the noise-floor twin)."""
+        return None if unit.model.spec.option("perturb") else self.record(unit.model)
+
     def record(self, ref: ModelRef) -> Model:
         """The workspace record of ``ref`` (computed without running it)."""
         spec, idn = ref.spec, ref.identity
@@ -241,13 +326,6 @@ class ModelPool:
         if spec.role == "reference":
             m = dataclasses.replace(m, bits_per_weight=32.0 if spec.dtype == "float32" else 16.0)
         return m
-
-
-def _swap_numerics(old: Any, module: Any, types: dict[str, str], numerics: str) -> Any:
-    """Remove the previous recipe's numerics hooks from the working copy, add this one's."""
-    if old is not None and hasattr(old, "remove"):
-        old.remove()
-    return apply_numerics(module, types, numerics)
 
 
 __all__ = ["ModelPool", "apply_numerics", "hash_file"]

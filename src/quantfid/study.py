@@ -127,7 +127,9 @@ class Study:
             backend, c, self.cfg.contexts, self.cfg.chunks)]
         psets = [task_prompt_set(backend, b.task, limit=b.limit) for b in self.cfg.benchmarks]
         settings = Settings(n_boot=FIDELITY_N_BOOT, seed=self.cfg.analysis.seed)
-        return Plan(ref, quants, corpora, psets, plan_units(ref, quants, corpora, psets, settings))
+        noise = pool.noise_ref() if self.cfg.noise_floor and ref.spec.backend == "hf" else None
+        return Plan(ref, quants, corpora, psets,
+                    plan_units(ref, quants, corpora, psets, settings, noise))
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> StudyResult:

@@ -32,7 +32,7 @@ class LocalExecutor:
                 with log.stage("reference" if unit.model.spec.role == "reference" else "quantize"):
                     backend = pool.open(unit.model)
                 with log.stage(unit.stage):
-                    out = run_unit(unit, backend, ctx, pool.record(unit.model))
+                    out = run_unit(unit, backend, ctx, pool.record_of(unit))
                     commit_output(ws, out)
                 log.unit_done(unit, out.seconds)
         finally:

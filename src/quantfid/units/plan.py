@@ -118,8 +118,9 @@ class Settings:
 
 def plan_units(ref: ModelRef | StoredReference, quants: Sequence[ModelRef],
                corpora: Sequence[CorpusWindows], prompt_sets: Sequence[PromptSet],
-               settings: Settings = Settings()) -> list[Unit]:
-    """Every unit, in run order: the reference's (stores, then its benchmarks), then per quant
+               settings: Settings = Settings(), noise: ModelRef | None = None) -> list[Unit]:
+    """Every unit, in run order: the reference's (stores, then its benchmarks), the noise
+    floor (``noise``: the reference's perturbed twin, table ``noise_floor``), then per quant
     its fidelity units then its benchmark units (so one load serves all of a model's units)."""
     s = settings
     units: list[Unit] = []
@@ -135,6 +136,9 @@ def plan_units(ref: ModelRef | StoredReference, quants: Sequence[ModelRef],
     if isinstance(ref, ModelRef):
         ref_bench = [BenchUnit(ref, ps, None, s.prompt_batch) for ps in prompt_sets]
         units += ref_bench
+    if noise is not None:
+        units += [FidelityUnit(noise, r, s.n_boot, s.seed, "noise_floor", s.window_batch)
+                  for r in refs]
     for q in quants:
         units += [FidelityUnit(q, r, s.n_boot, s.seed, batch_size=s.window_batch) for r in refs]
         units += [BenchUnit(q, rb.ps, rb, s.prompt_batch) for rb in ref_bench]

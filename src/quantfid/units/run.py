@@ -71,8 +71,9 @@ def commit_output(ws: Workspace, out: UnitOutput) -> None:
     ws.commit(out.parts, out.models, out.entries)
 
 
-def run_unit(unit: Unit, backend: Backend, ctx: UnitContext, record: Model) -> UnitOutput:
-    """Run ``unit`` on ``backend`` (``record``: the model's workspace record)."""
+def run_unit(unit: Unit, backend: Backend, ctx: UnitContext, record: Model | None) -> UnitOutput:
+    """Run ``unit`` on ``backend`` (``record``: the model's workspace record; None for a model
+    that is not a cohort member, such as the noise-floor twin)."""
     t0 = time.perf_counter()
     if isinstance(unit, ReferenceUnit):
         out = run_reference(unit, backend, ctx)
@@ -82,7 +83,8 @@ def run_unit(unit: Unit, backend: Backend, ctx: UnitContext, record: Model) -> U
         from quantfid.units.bench import run_bench
 
         out = run_bench(unit, backend, ctx)
-    out.models.append(record)
+    if record is not None:
+        out.models.append(record)
     out.seconds = time.perf_counter() - t0
     return out
 
@@ -173,7 +175,10 @@ def run_fidelity(unit: FidelityUnit, backend: Backend, ctx: UnitContext) -> Unit
             cols[k].append(np.full(n, np.nan) if v is None else np.asarray(v))
         pos0 += n
     stats = acc.result(n_boot=unit.n_boot, rng=np.random.default_rng(unit.seed)).to_json()
-    row = fidelity_row(unit.model.id, unit.ref.model.id, cw.corpus, cw.corpus_hash, cw.ctx, cw.scoring, len(w), stats)
+    row = fidelity_row(unit.model.id, unit.ref.model.id, cw.corpus, cw.corpus_hash, cw.ctx,
+                       cw.scoring, len(w), stats)
+    if unit.table == "noise_floor":
+        row["method"] = str(unit.model.spec.option("perturb"))
     columns = {k: np.concatenate(v) for k, v in cols.items()}
     parts = [Part("tokens", unit.part, _tokens_table(columns, unit.model.id, cw), unit.hash),
              Part(unit.table, unit.part, [row], unit.hash)]
