@@ -146,7 +146,7 @@ class Workspace:
     def add_model(self, model: Model) -> None:
         """Register (or update) a model. A second, different reference is an error."""
         with self.update() as m:
-            _register(m, model, self.path)
+            register_model(m, model, self.path)
 
     @property
     def reference(self) -> Model | None:
@@ -241,13 +241,15 @@ class Workspace:
             if models or entries:
                 m = self.manifest
                 for model in models:
-                    _register(m, model, self.path)
+                    register_model(m, model, self.path)
                 for section, items in (entries or {}).items():
                     m.setdefault(section, {}).update(items)
                 m["tool_version"] = __version__
                 check_manifest(m, self.path / MANIFEST)
             staged: list[tuple[Path, Path]] = []
             manifest_tmp: Path | None = None
+            new_dirs = [d for d in {self._part_path(p.table, p.name).parent for p in parts}
+                        if not d.exists()]
             try:
                 for p in parts:
                     dst = self._part_path(p.table, p.name)
@@ -263,11 +265,15 @@ class Workspace:
                 if manifest_tmp is not None:
                     os.replace(manifest_tmp, self.path / MANIFEST)
                     manifest_tmp = None
-            finally:
-                for tmp, _ in staged:
+            except BaseException:
+                for tmp in [t for t, _ in staged] + ([manifest_tmp] if manifest_tmp else []):
                     atomic.discard(tmp)
-                if manifest_tmp is not None:
-                    atomic.discard(manifest_tmp)
+                for d in new_dirs:
+                    with contextlib.suppress(OSError):  # only while still empty
+                        d.rmdir()
+                        if not any(d.parent.iterdir()):
+                            d.parent.rmdir()
+                raise
 
     def drop_part(self, table: str, part: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -344,7 +350,7 @@ class Workspace:
         return d
 
 
-def _register(m: dict[str, Any], model: Model, path: Path) -> None:
+def register_model(m: dict[str, Any], model: Model, path: Path) -> None:
     """Add ``model`` to manifest ``m``; a second, different reference is a MismatchError."""
     if model.role == "reference":
         cur = m.get("reference")
