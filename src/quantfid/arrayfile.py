@@ -74,10 +74,13 @@ def load_npy(path: Path) -> np.ndarray:
 
 def _npy_header(path: Path, raw: bytes, major: int) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
     import ast
+    import warnings
 
     try:
         text = raw.decode("utf-8" if major == 3 else "latin1")
-        d = ast.literal_eval(text)
+        with warnings.catch_warnings():  # e.g. an invalid escape in a corrupt header
+            warnings.simplefilter("ignore")
+            d = ast.literal_eval(text)
     except (UnicodeDecodeError, ValueError, SyntaxError, TypeError, MemoryError,
             RecursionError) as e:
         raise FormatError(f"{path}: unreadable .npy header ({type(e).__name__})") from None

@@ -289,12 +289,12 @@ def read(paths: list[Path], model: str, *, reference: str | None = None,
             found = True
             _add(res, benchmark or "winogrande", path, model,
                  [(pid, ok, score) for pid, ok, score, _ in wino], "winogrande")
-        elif (running := parse_running(lines, path)):
+        elif (tasks := parse_running(lines, path)):
             found = True
             kind = "hellaswag" if any("95% confidence interval" in x for x in lines) \
                 else "multiple-choice"
             _add(res, benchmark or kind, path, model,
-                 [(pid, ok, None) for pid, ok, _ in running], kind)
+                 [(pid, ok, None) for pid, ok, _ in tasks], kind)
         if not found:
             raise FormatError(f"{path}: no KL divergence statistics and no per-task lines "
                               "(--winogrande, --hellaswag, --multiple-choice) in this "

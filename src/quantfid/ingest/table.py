@@ -29,6 +29,7 @@ from quantfid.ingest.common import (
 )
 from quantfid.ingest.prompts import PromptText
 from quantfid.records import Outcome
+from quantfid.store.boundary import MAX_SAMPLES
 
 SOURCE = "table"
 FIELDS = ("prompt_id", "passed", "score", "benchmark", "samples", "prompt_hash", "prompt", "model")
@@ -135,8 +136,9 @@ def read(paths: list[Path], model: str, *, mapping: dict[str, str] | None = None
             samples = 1
             if cell("samples") is not None:
                 s = as_finite(cell("samples"), f"{where}: samples")
-                if s != int(s) or s < 1:
-                    raise FormatError(f"{where}: samples must be a positive integer, got {s}")
+                if s != int(s) or not 1 <= s <= MAX_SAMPLES:
+                    raise FormatError(f"{where}: samples must be an integer in [1, "
+                                      f"{MAX_SAMPLES}], got {cell('samples')!r}")
                 samples = int(s)
             if (bench, pid) in seen:
                 raise FormatError(f"{where}: prompt {pid!r} of {bench!r} appears twice "

@@ -120,9 +120,9 @@ class StoredOutcomes:
         for p in ws.parts("outcomes"):
             t = ws.read_part(p)
             meta = t.schema.metadata or {}
-            name = meta.get(b"part", p.stem.encode()).decode()
+            name = meta.get(b"part", p.stem.encode()).decode("utf-8", "replace")
             h = meta.get(b"unit_hash")
-            out.put(name, h.decode() if h else None, t.to_pylist())
+            out.put(name, h.decode("utf-8", "replace") if h else None, t.to_pylist())
         return out
 
     def put(self, part: str, unit_hash: str | None, rows: list[dict[str, Any]]) -> None:

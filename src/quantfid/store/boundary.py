@@ -5,7 +5,7 @@
   lists of prompt ids).
 - ``check_outcome`` / ``check_outcome_table``: an outcome row (or a whole part) has a
   non-empty model, benchmark and prompt id, ``passed`` a boolean, ``score`` finite or
-  null, ``samples`` an integer >= 1.
+  null, ``samples`` an integer in [1, 10^9].
 - ``apply_intersections``: leaves out the rows an ``ingest --intersect`` excluded.
 
 Each failure is a :class:`~quantfid.errors.FormatError` naming the file or part, the row
@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from quantfid.errors import FormatError
 
 ROLES = ("reference", "quant")
+MAX_SAMPLES = 10**9  # samples per prompt: far above any benchmark, inside int64
 SECTIONS = ("models", "corpora", "benchmarks", "ingest", "intersections")
 
 
@@ -75,8 +76,8 @@ def check_outcome(row: dict[str, Any], where: str) -> None:
     if score is not None and (not _is_num(score) or not math.isfinite(score)):
         raise FormatError(f"{at}: score must be a finite number, got {score!r}")
     n = row.get("samples", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise FormatError(f"{at}: samples must be an integer >= 1, got {n!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_SAMPLES:
+        raise FormatError(f"{at}: samples must be an integer in [1, {MAX_SAMPLES}], got {n!r}")
 
 
 def _first(mask: pa.ChunkedArray | pa.Array) -> int | None:
@@ -117,10 +118,11 @@ def check_outcome_table(tbl: pa.Table, where: str) -> None:
     if "samples" in names:
         if not pa.types.is_integer(t("samples").type):
             raise FormatError(f"{where}: column 'samples' has type {t('samples').type}")
-        i = _first(pc.or_kleene(pc.is_null(tbl["samples"]), pc.less(tbl["samples"], 1)))
+        i = _first(pc.or_kleene(pc.is_null(tbl["samples"]), pc.or_(
+            pc.less(tbl["samples"], 1), pc.greater(tbl["samples"], MAX_SAMPLES))))
         if i is not None:
             raise FormatError(f"{where}: row {i}: samples {tbl['samples'][i].as_py()!r} is "
-                              "not an integer >= 1")
+                              f"not an integer in [1, {MAX_SAMPLES}]")
 
 
 def apply_intersections(tbl: pa.Table, intersections: dict[str, Any]) -> pa.Table:

@@ -193,7 +193,7 @@ class Workspace:
         except Exception as e:  # a corrupt part is as good as absent: it will be redone
             raise FormatError(f"{p} is not a readable Parquet file: {e}") from e
         h = meta.get(b"unit_hash")
-        return h.decode() if h is not None else None
+        return h.decode("utf-8", "replace") if h is not None else None
 
     def has_part(self, table: str, part: str, unit_hash: str | None = None) -> bool:
         """True if ``part`` is stored (and, given ``unit_hash``, was made from those inputs)."""
@@ -288,6 +288,8 @@ class Workspace:
         its rows checked (see the module doc)."""
         try:
             t = pq.read_table(path)
+            t.validate(full=True)  # e.g. strings that are not UTF-8
+            "".join(t.schema.names)  # names are decoded lazily: a bad one raises here
         except Exception as e:  # pyarrow raises many types (ArrowInvalid, OSError...)
             raise FormatError(f"{path} is not a readable Parquet file: {e}") from e
         v = (t.schema.metadata or {}).get(b"format_version", b"?").decode("utf-8", "replace")
