@@ -163,6 +163,11 @@ def test_6_report_out_onto_a_file(cohort_ws: Path, tmp_path: Path,
     assert rc == 2
     one_error(err, "--out", "report.txt", "is not a directory")
     assert snapshot(tmp_path) == before and snapshot(cohort_ws) == ws_before
+    out = tmp_path / "new" / "report"  # a good --out: published whole, no staging left
+    assert run(capsys, "report", cohort_ws, "--out", out, "--n-boot", "20")[0] == 0
+    names = {p.name for p in out.rglob("*")}
+    assert {"report.html", "report.md", "summary.json", "plots"} <= names
+    assert not any(p.name.startswith(".quantfid-report-") for p in tmp_path.rglob("*"))
 
 
 def test_7_closed_stdout_exits_quietly(ref_ws: Path) -> None:

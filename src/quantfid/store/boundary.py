@@ -15,9 +15,11 @@ and the field.
 from __future__ import annotations
 
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -29,7 +31,12 @@ SECTIONS = ("models", "corpora", "benchmarks", "ingest", "intersections")
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    """A real number (numpy scalars included), not a boolean."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_)
 
 
 def check_manifest(m: Any, path: Path) -> None:
@@ -70,13 +77,13 @@ def check_outcome(row: dict[str, Any], where: str) -> None:
     for f in ("model", "benchmark", "prompt_id"):
         if not isinstance(row.get(f), str) or not row[f]:
             raise FormatError(f"{at}: {f} must be a non-empty string, got {row.get(f)!r}")
-    if not isinstance(row.get("passed"), bool):
+    if not isinstance(row.get("passed"), bool | np.bool_):
         raise FormatError(f"{at}: passed must be true or false, got {row.get('passed')!r}")
     score = row.get("score")
     if score is not None and (not _is_num(score) or not math.isfinite(score)):
         raise FormatError(f"{at}: score must be a finite number, got {score!r}")
     n = row.get("samples", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_SAMPLES:
+    if not _is_int(n) or not 1 <= n <= MAX_SAMPLES:
         raise FormatError(f"{at}: samples must be an integer in [1, {MAX_SAMPLES}], got {n!r}")
 
 
