@@ -57,15 +57,37 @@ def test_ctx_override_corpus_required(fix):
         llamacpp.read([path], "q4")
 
 
-def test_short_log_uses_last_chunk_row(fix):
-    res = llamacpp.read([fix / "llamacpp/kld_short_q4.log"], "q4", corpus="wiki")
+def test_short_run_uses_last_chunk_row(fix):
+    """1 chunk at ctx 128 = 63 scored tokens: llama.cpp prints no block (< 100 tokens)."""
+    res = llamacpp.read([fix / "llamacpp/kld_tiny_q4.log"], "q4", corpus="wiki")
     row = res.fidelity[0]
-    # last per-chunk row: 3  9.8760 ± 0.1170  0.00401 ± 0.00131  0.01201 ± 0.00035  3.077 ± 0.059 %  95.443 ± 0.532 %
+    # the chunk row: 1  9.8123 ± 0.2051  0.00412 ± 0.00231  0.01234 ± 0.00061  3.112 ± 0.101 %  95.312 ± 0.933 %
     assert (row["ppl_q"], row["ln_ppl_ratio"], row["kld_mean"], row["kld_mean_se"]) == \
-        (9.876, 0.00401, 0.01201, 0.00035)
-    assert row["rms_dp"] == pytest.approx(0.03077) and row["same_top1"] == pytest.approx(0.95443)
-    assert row["kld_median"] is None
+        (9.8123, 0.00412, 0.01234, 0.00061)
+    assert row["rms_dp"] == pytest.approx(0.03112) and row["same_top1"] == pytest.approx(0.95312)
+    assert row["kld_median"] is None and row["n_tokens"] == 63
     assert any("last per-chunk row" in w for w in res.warnings)
+
+
+def test_cut_log_is_refused(fix, copy_fixture):
+    """3 chunks at ctx 512 (765 tokens) without the block, or a block cut in the middle."""
+    with pytest.raises(FormatError, match=r"no KL divergence statistics block after 3 chunk"
+                                          r".*765 scored tokens.*cut short"):
+        llamacpp.read([fix / "llamacpp/kld_short_q4.log"], "q4", corpus="wiki")
+    p = copy_fixture("llamacpp/kld_q4.log")
+    text = p.read_text(encoding="utf-8")
+    p.write_text(text[:text.index("====== Token probability")], encoding="utf-8")
+    with pytest.raises(FormatError, match=r"block is incomplete \(no same_top1\)"):
+        llamacpp.read([p], "q4", corpus="wiki")
+
+
+def test_chunk_rows_out_of_order_and_bad_ctx(fix, copy_fixture):
+    p = copy_fixture("llamacpp/kld_q4.log")
+    p.write_text(p.read_text(encoding="utf-8").replace("\n   2  ", "\n   5  "), encoding="utf-8")
+    with pytest.raises(FormatError, match=r"kld_q4.log:\d+: chunk row 5 after chunk 1"):
+        llamacpp.read([p], "q4", corpus="wiki")
+    with pytest.raises(FormatError, match=r"context length 2 leaves no scored tokens"):
+        llamacpp.read([fix / "llamacpp/kld_q4.log"], "q4", corpus="wiki", ctx=2)
 
 
 def test_winogrande_tasks(fix):

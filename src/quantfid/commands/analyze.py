@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 
+from quantfid.commands.argtypes import nonneg_int, positive_int, unit_fraction
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="correlate fidelity metrics with benchmark scores "
@@ -22,10 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="score column (table mode, repeatable; higher is better)")
     p.add_argument("--reference", help="table mode: the reference row's name")
     p.add_argument("--name", help="table mode: the column naming the rows (default: the first)")
-    p.add_argument("--k", type=int, default=None, help="size of the lowest_k silent zone")
-    p.add_argument("--band", type=float, default=0.99,
-                   help="band rule: score >= BAND x the reference's (default 0.99)")
-    p.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--k", type=nonneg_int, default=None,
+                   help="size of the lowest_k silent zone (default or 0: automatic, as the "
+                        "study config's k = 0: the paired-test zone's size, else the band's)")
+    p.add_argument("--band", type=unit_fraction, default=0.99,
+                   help="band rule: score >= BAND x the reference's, BAND in (0, 1] "
+                        "(default 0.99)")
+    p.add_argument("--n-boot", type=positive_int, default=10000,
+                   help="bootstrap resamples (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
@@ -37,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from quantfid.errors import QuantfidError
 
     rng = np.random.default_rng(args.seed)
+    k = args.k or None  # 0 means automatic, as in the study config
     if args.table:
         from quantfid.analysis.table import analyze_table
 
@@ -45,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.metric or not args.score:
             raise QuantfidError("--table needs at least one --metric and one --score")
         res = analyze_table(args.table, args.metric, args.score, reference=args.reference,
-                            name=args.name, k=args.k, band=args.band, n_boot=args.n_boot, rng=rng)
+                            name=args.name, k=k, band=args.band, n_boot=args.n_boot, rng=rng)
         j = res.to_json()
         if args.json:
             json.dump(j, sys.stdout, indent=1)
@@ -63,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise QuantfidError("--score is for --table; on a workspace the scores are its benchmarks")
     metric = args.metric[0] if args.metric else "kld_mean"
     ws = Workspace(args.workspace, create=False)
-    result = run_all(ws, k=args.k, band=args.band, n_boot=args.n_boot, rng=rng, metric=metric)
+    result = run_all(ws, k=k, band=args.band, n_boot=args.n_boot, rng=rng, metric=metric)
     j = result.to_json()
     if args.json:
         json.dump(j, sys.stdout, indent=1)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from quantfid.commands.argtypes import nonneg_int
 from quantfid.errors import FormatError, MismatchError, QuantfidError
 from quantfid.metrics.types import STATS_KEYS, TokenMetrics
 
@@ -35,55 +36,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quant", help="quant logits or log-probs, .npy/.safetensors (T, V)")
     p.add_argument("--targets", help="next-token ids (T,), .npy/.safetensors")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--n-boot", type=int, default=1000,
+    p.add_argument("--n-boot", type=nonneg_int, default=1000,
                    help="bootstrap resamples for the CIs (default 1000; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(func=run)
 
 
 def load_array(path: str, what: str) -> np.ndarray:
-    """A .npy (memory-mapped) or .safetensors array; clear errors for anything else."""
+    """A .npy or .safetensors array (memory-mapped, checked against the file's size: see
+    :mod:`quantfid.arrayfile`); clear errors for anything else."""
+    from quantfid.arrayfile import load_npy, load_safetensors
+
     p = Path(path)
     if not p.is_file():
-        raise QuantfidError(f"{what}: no such file: {path}")
-    if p.suffix == ".npy":
-        try:
-            return np.load(p, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise FormatError(f"{what}: {path} is not a readable .npy file: {e}") from e
-    if p.suffix == ".safetensors":
-        return _load_safetensors(p, what)
-    raise FormatError(f"{what}: {path}: expected a .npy or .safetensors file")
-
-
-def _load_safetensors(p: Path, what: str) -> np.ndarray:
+        raise QuantfidError(f"{what}: no such file: {path}"
+                            + (" (a directory; give a file)" if p.is_dir() else ""))
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(p), framework="pt") as fh:
-            keys = list(fh.keys())
-            if len(keys) == 1:
-                key = keys[0]
-            else:
-                found = [k for k in _ARRAY_KEYS if k in keys]
-                if not found:
-                    raise FormatError(f"{what}: {p} holds {len(keys)} tensors {keys[:8]}; "
-                                      f"name one of {_ARRAY_KEYS} or keep a single tensor")
-                key = found[0]
-            t = fh.get_tensor(key)
-    except FormatError:
-        raise
-    except Exception as e:  # safetensors raises several types for a bad file
-        raise FormatError(f"{what}: {p} is not a readable .safetensors file: {e}") from e
-    if t.is_floating_point() and t.dtype not in (_torch_dtype("float32"), _torch_dtype("float64")):
-        t = t.float()
-    return np.asarray(t.numpy())
-
-
-def _torch_dtype(name: str) -> Any:
-    import torch
-
-    return getattr(torch, name)
+        if p.suffix == ".npy":
+            return load_npy(p)
+        if p.suffix == ".safetensors":
+            return load_safetensors(p, _ARRAY_KEYS)
+    except FormatError as e:
+        raise FormatError(f"{what}: {e}") from None
+    raise FormatError(f"{what}: {path}: expected a .npy or .safetensors file")
 
 
 def _is_kld_base(path: str) -> bool:
@@ -97,15 +72,16 @@ def _is_kld_base(path: str) -> bool:
 
 
 def _check_rows(arr: np.ndarray, what: str, shape: tuple[int, int] | None = None) -> None:
-    if arr.ndim != 2:
-        raise MismatchError(f"{what}: expected a (tokens, vocab) array, got shape {arr.shape}")
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise MismatchError(f"{what}: expected a non-empty (tokens, vocab) array, got shape "
+                            f"{arr.shape}")
     if shape is not None and arr.shape != shape:
         raise MismatchError(f"{what}: expected shape {shape}, got {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating):
         raise QuantfidError(f"{what}: expected floating point logits, got dtype {arr.dtype}")
 
 
-def _targets(args: argparse.Namespace, n: int) -> np.ndarray | None:
+def _targets(args: argparse.Namespace, n: int, n_vocab: int) -> np.ndarray | None:
     if not args.targets:
         return None
     t = np.asarray(load_array(args.targets, "--targets"))
@@ -113,7 +89,12 @@ def _targets(args: argparse.Namespace, n: int) -> np.ndarray | None:
         raise MismatchError(f"--targets: expected shape ({n},) to match the logits, got {t.shape}")
     if not np.issubdtype(t.dtype, np.integer):
         raise QuantfidError(f"--targets: expected integer token ids, got dtype {t.dtype}")
-    return t.astype(np.int64)
+    t = t.astype(np.int64)
+    bad = np.flatnonzero((t < 0) | (t >= n_vocab))
+    if len(bad):
+        raise QuantfidError(f"--targets: token id {t[bad[0]]} at position {bad[0]} is outside "
+                            f"the vocabulary [0, {n_vocab})")
+    return t
 
 
 def _from_kld_base(args: argparse.Namespace) -> tuple[TokenMetrics | None, np.ndarray | None,
@@ -126,7 +107,7 @@ def _from_kld_base(args: argparse.Namespace) -> tuple[TokenMetrics | None, np.nd
         return None, None, {"n_tokens": kb.n_tokens, "ppl_ref": ppl, "ppl_ref_se": unc}
     q = load_array(args.quant, "--quant")
     _check_rows(q, "--quant", (kb.n_tokens, kb.n_vocab))
-    tgt = _targets(args, kb.n_tokens)
+    tgt = _targets(args, kb.n_tokens, kb.n_vocab)
     parts = []
     for c in range(kb.n_chunk):
         s = slice(c * kb.n_scored, (c + 1) * kb.n_scored)
@@ -147,7 +128,7 @@ def _from_store(args: argparse.Namespace) -> tuple[TokenMetrics, np.ndarray]:
     q = load_array(args.quant, "--quant")
     n = store.n_windows * store.n_scored
     _check_rows(q, "--quant", (n, meta.vocab_size))
-    tgt = _targets(args, n)
+    tgt = _targets(args, n, meta.vocab_size)
     parts = []
     for w in range(store.n_windows):
         s = slice(w * store.n_scored, (w + 1) * store.n_scored)
@@ -164,7 +145,7 @@ def _from_arrays(args: argparse.Namespace) -> TokenMetrics:
         raise QuantfidError("--quant is required unless --ref is a llama.cpp kld-base file")
     q = load_array(args.quant, "--quant")
     _check_rows(q, "--quant", ref.shape)
-    return token_metrics(ref, q, _targets(args, ref.shape[0]))
+    return token_metrics(ref, q, _targets(args, ref.shape[0], ref.shape[1]))
 
 
 def compute(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,8 @@ def read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise FormatError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from e
+    except (ValueError, RecursionError) as e:  # an integer of > 4300 digits; deep nesting
+        raise FormatError(f"{path}: invalid JSON ({type(e).__name__}: {e})") from e
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -109,6 +112,9 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 except json.JSONDecodeError as e:
                     raise FormatError(f"{path}:{lineno}: invalid JSON: {e.msg} "
                                       f"(column {e.colno})") from e
+                except (ValueError, RecursionError) as e:  # huge integer; deep nesting
+                    raise FormatError(f"{path}:{lineno}: invalid JSON ({type(e).__name__}: "
+                                      f"{e})") from e
                 if not isinstance(obj, dict):
                     raise FormatError(f"{path}:{lineno}: expected a JSON object, "
                                       f"got {type(obj).__name__}")
@@ -129,6 +135,27 @@ def as_float(value: Any, where: str) -> float:
         except ValueError:
             pass
     raise FormatError(f"{where}: expected a number, got {value!r}")
+
+
+def as_finite(value: Any, where: str) -> float:
+    """A metric value as a finite float (NaN and infinities refused, naming ``where``)."""
+    v = as_float(value, where)
+    if not math.isfinite(v):
+        raise FormatError(f"{where}: expected a finite number, got {value!r}")
+    return v
+
+
+def as_fraction(value: Any, where: str) -> float:
+    """A per-prompt score documented as a fraction: a finite float in [0, 1]."""
+    v = as_finite(value, where)
+    if not 0.0 <= v <= 1.0:
+        raise FormatError(f"{where}: expected a score in [0, 1], got {value!r}")
+    return v
+
+
+def obj(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (for optional nested fields)."""
+    return value if isinstance(value, dict) else {}
 
 
 def find_files(paths: list[Path], pattern: str, what: str) -> list[Path]:

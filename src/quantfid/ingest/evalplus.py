@@ -74,6 +74,8 @@ def _samples(task_id: str, entry: Any, where: str) -> list[tuple[bool, bool | No
     if isinstance(entry, dict) and "base" in entry:  # v0.1.x - v0.2.0
         bases = entry["base"] or []
         pluses = entry.get("plus") or []
+        if not isinstance(bases, list) or not isinstance(pluses, list):
+            raise FormatError(f"{where}: 'base' and 'plus' must be lists of results")
         if pluses and len(pluses) != len(bases):
             raise FormatError(f"{where}: {len(bases)} base results but {len(pluses)} plus results")
         out = []

@@ -25,7 +25,7 @@ from quantfid.errors import FormatError
 from quantfid.ingest.common import (
     DEFAULT_PASS_THRESHOLD,
     IngestResult,
-    as_float,
+    as_finite,
     find_files,
     passed_from_score,
     read_json,
@@ -46,8 +46,12 @@ def benchmark_name(scenario: str) -> str:
 def _scenario(path: Path, entries: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     m = _NAME_RE.match(path.name)
     if m:
-        return m["scenario"], {"n_samples": int(m["n"]), "temperature": float(m["temp"]),
-                               "cot": bool(m["cot"])}
+        try:
+            run = {"n_samples": int(m["n"]), "temperature": float(m["temp"]),
+                   "cot": bool(m["cot"])}
+        except ValueError:  # e.g. a temperature "0.2.1": the name is not LiveCodeBench's
+            run = {}
+        return m["scenario"], run
     first = entries[0]
     if "test_id" in first:
         return "testoutputprediction", {}
@@ -98,7 +102,7 @@ def read(paths: list[Path], model: str, *, benchmark: str | None = None,
                 raise FormatError(f"{where}: graded_list of {pid} must hold true/false")
             frac = sum(bool(g) for g in graded) / len(graded)
             if "pass@1" in e:
-                score = as_float(e["pass@1"], f"{where}: pass@1")
+                score = as_finite(e["pass@1"], f"{where}: pass@1")
                 if abs(score - frac) > 1e-9:
                     raise FormatError(f"{where}: pass@1 {score} of {pid} disagrees with "
                                       f"graded_list ({sum(bool(g) for g in graded)}/{len(graded)});"
@@ -113,7 +117,8 @@ def read(paths: list[Path], model: str, *, benchmark: str | None = None,
                 passed=passed_from_score(score, pass_threshold), score=score,
                 samples=len(graded), source=SOURCE, source_version=None, prompt_hash=phash))
             if isinstance(content, str):
-                codes = e.get("code_list", e.get("pred_list")) or []
+                codes = e.get("code_list", e.get("pred_list"))
+                codes = codes if isinstance(codes, list) else []
                 res.prompts.append(PromptText(
                     bench, pid, content,
                     responses=tuple(c for c in codes if isinstance(c, str))))

@@ -13,11 +13,15 @@ Read from the text llama-perplexity prints (stdout and stderr captured together)
       Mean    Δp: <v> ± <se> %      RMS Δp    : <v> ± <se> %      Same top p: <v> ± <se> %
 
   mapped to ``STATS_KEYS`` (KL in nats, KL(P_base || P_Q); Δp and same-top **percent
-  divided by 100**). llama.cpp prints the block only with >= 100 scored tokens; without
-  it the last per-chunk row (running means of PPL(Q), ln ratio, KLD, RMS Δp, same top)
-  is used, with a warning. ``n_windows`` is the number of chunk rows; ``n_tokens`` =
+  divided by 100**). llama.cpp prints the block only with >= 100 scored tokens: for a
+  run that short the last per-chunk row (running means of PPL(Q), ln ratio, KLD, RMS Δp,
+  same top) is used, with a warning; a log of >= 100 scored tokens without the complete
+  block (through its last line, ``Same top p``) was cut short and is refused, as are
+  chunk rows out of order. ``n_windows`` is the number of chunk rows; ``n_tokens`` =
   chunks x (ctx - 1 - ctx/2) (llama.cpp scores the second half of each window:
-  ``scoring = "llamacpp"``). ``ctx`` is taken from ``--ctx`` or the ``n_ctx = N`` line.
+  ``scoring = "llamacpp"``). ``ctx`` is taken from ``--ctx`` or the ``n_ctx = N`` line,
+  and must leave scored tokens (3 <= ctx < 2^31). Values are checked: PPLs > 0, same top
+  and RMS Δp in [0, 1]; a non-finite printed value is stored as null.
 - ``--winogrande``: one line per task ``<i>\\t<acc so far %>\\t<score 1>  <score 2>
   <choice>  <answer>``; ``passed = choice == answer``, ``score`` = score of the answer
   minus score of the other choice (mean log-prob per token). Prompt ids are the printed
@@ -88,8 +92,14 @@ def empty_fidelity_row() -> dict[str, Any]:
     return {k: None for k in (*STATS_KEYS, *CI_KEYS)}
 
 
-def parse_kld(lines: list[str], path: Path) -> tuple[dict[str, Any], int, list[str]]:
-    """The KLD statistics as STATS_KEYS values, the number of chunks, and warnings."""
+MIN_STATS_TOKENS = 100  # llama.cpp prints the statistics block only from this count
+MAX_CTX = 2**31 - 1
+_BLOCK_NEEDS = ("ppl_q", "kld_mean", "same_top1")  # first, middle and last line of it
+
+
+def parse_kld(lines: list[str], path: Path) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    """The KLD statistics block as STATS_KEYS values ({} without one), the number of chunk
+    rows, and the last per-chunk row's running means ({} without one)."""
     stats: dict[str, Any] = {}
     where: dict[str, int] = {}
     chunks = 0
@@ -97,7 +107,12 @@ def parse_kld(lines: list[str], path: Path) -> tuple[dict[str, Any], int, list[s
     for n, line in enumerate(lines, 1):
         any_row = _ANY_CHUNK_ROW.search(line)
         if any_row:
-            chunks = max(chunks, int(any_row[1]))
+            i = int(any_row[1])
+            if i != chunks + 1 or stats:
+                raise FormatError(f"{path}:{n}: chunk row {i} after chunk {chunks}"
+                                  + (" and the statistics block" if stats else "")
+                                  + ": one llama-perplexity run per log, please")
+            chunks = i
             last_row = _CHUNK_ROW.search(line) or last_row
             continue
         for rx, key, se_key, pct in _STAT_LINES:
@@ -113,16 +128,54 @@ def parse_kld(lines: list[str], path: Path) -> tuple[dict[str, Any], int, list[s
             if se_key is not None:
                 stats[se_key] = _f(m[2]) * scale
             break
-    warnings: list[str] = []
-    if "kld_mean" not in stats and last_row is not None:
+    running: dict[str, Any] = {}
+    if last_row is not None:
         g = [_f(x) for x in last_row.groups()[1:]]
-        stats = {"ppl_q": g[0], "ln_ppl_ratio": g[2], "ln_ppl_ratio_se": g[3],
-                 "kld_mean": g[4], "kld_mean_se": g[5], "rms_dp": g[6] / 100,
-                 "same_top1": g[8] / 100, "same_top1_se": g[9] / 100}
-        warnings.append(f"{path}: no KL divergence statistics block (llama.cpp prints it only "
-                        "for >= 100 tokens; or the log is cut short); used the last per-chunk "
-                        "row (running means)")
-    return stats, chunks, warnings
+        running = {"ppl_q": g[0], "ln_ppl_ratio": g[2], "ln_ppl_ratio_se": g[3],
+                   "kld_mean": g[4], "kld_mean_se": g[5], "rms_dp": g[6] / 100,
+                   "same_top1": g[8] / 100, "same_top1_se": g[9] / 100}
+    if stats and any(k not in stats for k in _BLOCK_NEEDS):
+        missing = ", ".join(k for k in _BLOCK_NEEDS if k not in stats)
+        raise FormatError(f"{path}: the KL divergence statistics block is incomplete (no "
+                          f"{missing}): the log was cut short; re-run llama-perplexity")
+    return stats, chunks, running
+
+
+def _kld_stats(path: Path, stats: dict[str, Any], chunks: int, running: dict[str, Any],
+               n_ctx: int) -> tuple[dict[str, Any], list[str]]:
+    """The statistics to store: the block, or for a run too short to print one the last
+    chunk row (warned); a longer log without its block was cut short (refused)."""
+    if stats:
+        return stats, []
+    n_tok = chunks * (n_ctx - 1 - n_ctx // 2)
+    if n_tok >= MIN_STATS_TOKENS:
+        raise FormatError(f"{path}: no KL divergence statistics block after {chunks} chunk(s) "
+                          f"of ctx {n_ctx} ({n_tok} scored tokens; llama.cpp prints it from "
+                          f"{MIN_STATS_TOKENS}): the log was cut short; re-run llama-perplexity "
+                          "(the per-chunk rows are running means, not the result)")
+    return running, [f"{path}: no KL divergence statistics block ({n_tok} scored tokens: "
+                     f"llama.cpp prints it only for >= {MIN_STATS_TOKENS}); used the last "
+                     "per-chunk row (running means)"]
+
+
+def _check_ctx(n_ctx: int, path: Path) -> int:
+    if not 3 <= n_ctx <= MAX_CTX:
+        raise FormatError(f"{path}: context length {n_ctx} leaves no scored tokens or is out "
+                          f"of range (llama.cpp scores n_ctx - 1 - n_ctx/2 per chunk; need "
+                          f"3 <= ctx <= {MAX_CTX})")
+    return n_ctx
+
+
+def _check_stats(stats: dict[str, Any], path: Path) -> None:
+    """Printed values in their documented ranges (non-finite ones become null later)."""
+    for key in ("ppl_q", "ppl_ref", "ppl_ratio"):
+        v = stats.get(key)
+        if v is not None and math.isfinite(v) and v <= 0:
+            raise FormatError(f"{path}: {key} {v} is not positive")
+    for key in ("same_top1", "rms_dp"):
+        v = stats.get(key)
+        if v is not None and math.isfinite(v) and not 0.0 <= v <= 1.0:
+            raise FormatError(f"{path}: {key} {100 * v:g}% is outside [0, 100]%")
 
 
 def parse_ctx(lines: list[str]) -> int | None:
@@ -145,6 +198,8 @@ def parse_winogrande(lines: list[str], path: Path) -> list[tuple[str, bool, floa
         if i != len(out) + 1:
             raise FormatError(f"{path}:{n}: winogrande task {i} after task {len(out)}")
         s1, s2, choice, answer = _f(m[3]), _f(m[4]), int(m[5]), int(m[6])
+        if not (math.isfinite(s1) and math.isfinite(s2) and math.isfinite(_f(m[2]))):
+            raise FormatError(f"{path}:{n}: winogrande task {i}: a score is not finite")
         passed = choice == answer
         n_correct += passed
         if abs(100.0 * n_correct / i - _f(m[2])) > 1e-3:
@@ -176,7 +231,10 @@ def parse_running(lines: list[str], path: Path) -> list[tuple[str, bool, int]]:
         i = int(m[1])
         if i != len(out) + 1:
             raise FormatError(f"{path}:{n}: task {i} after task {len(out)}")
-        correct = round(_f(m[2]) * i / 100.0)
+        acc = _f(m[2])
+        if not 0.0 <= acc <= 100.0:  # also NaN
+            raise FormatError(f"{path}:{n}: running accuracy {m[2]} is not in [0, 100]")
+        correct = round(acc * i / 100.0)
         if correct - prev not in (0, 1):
             raise FormatError(f"{path}:{n}: running accuracy {m[2]} is not one task more than "
                               f"the previous line")
@@ -198,16 +256,19 @@ def read(paths: list[Path], model: str, *, reference: str | None = None,
         except OSError as e:
             raise FormatError(f"{path}: cannot read ({e})") from e
         found = False
-        stats, chunks, warns = parse_kld(lines, path)
-        res.warnings.extend(warns)
-        if stats:
+        stats, chunks, running = parse_kld(lines, path)
+        if stats or running:
             found = True
             n_ctx = ctx if ctx is not None else parse_ctx(lines)
             if n_ctx is None:
                 raise FormatError(f"{path}: no 'n_ctx = N' line in this log; give --ctx")
+            n_ctx = _check_ctx(n_ctx, path)
             if corpus is None:
                 raise FormatError(f"{path}: a KL divergence log; give --corpus NAME "
                                   "(the corpus id its fidelity row is filed under)")
+            stats, warns = _kld_stats(path, stats, chunks, running, n_ctx)
+            _check_stats(stats, path)
+            res.warnings.extend(warns)
             row = empty_fidelity_row()
             row.update(stats)
             n_tok = chunks * (n_ctx - 1 - n_ctx // 2) if chunks else None
@@ -228,12 +289,12 @@ def read(paths: list[Path], model: str, *, reference: str | None = None,
             found = True
             _add(res, benchmark or "winogrande", path, model,
                  [(pid, ok, score) for pid, ok, score, _ in wino], "winogrande")
-        elif (running := parse_running(lines, path)):
+        elif (tasks := parse_running(lines, path)):
             found = True
             kind = "hellaswag" if any("95% confidence interval" in x for x in lines) \
                 else "multiple-choice"
             _add(res, benchmark or kind, path, model,
-                 [(pid, ok, None) for pid, ok, _ in running], kind)
+                 [(pid, ok, None) for pid, ok, _ in tasks], kind)
         if not found:
             raise FormatError(f"{path}: no KL divergence statistics and no per-task lines "
                               "(--winogrande, --hellaswag, --multiple-choice) in this "

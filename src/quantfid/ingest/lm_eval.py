@@ -17,7 +17,8 @@ Formats read (as written by lm-eval; see docs in ``tests/ingest/fixtures/lm_eval
 Benchmarks: ``<task>`` when the task has one filter (or ``--filter`` picks one),
 ``<task>/<filter>`` for each filter otherwise; ``acc_norm`` becomes ``<name>:acc_norm``.
 ``passed`` comes from the first of ``acc``, ``exact_match``, ``pass@1``, ``pass_at_1``:
-the per-prompt value (0/1, or a fraction over repeats for pass@1) is ``score`` and
+the per-prompt value (0/1, or a fraction over repeats for pass@1; anything but a finite
+number in [0, 1] is refused, naming the file and line) is ``score`` and
 ``passed = score >= pass_threshold``.
 """
 
@@ -34,8 +35,9 @@ from quantfid.errors import FormatError
 from quantfid.ingest.common import (
     DEFAULT_PASS_THRESHOLD,
     IngestResult,
-    as_float,
+    as_fraction,
     iter_jsonl,
+    obj,
     passed_from_score,
     read_json,
 )
@@ -78,7 +80,7 @@ def _legacy_task(path: Path) -> str:
     data = read_json(res)
     if not isinstance(data, dict):
         raise FormatError(f"{res}: expected a JSON object (lm-eval results)")
-    names = list((data.get("configs") or {}).keys()) + list((data.get("results") or {}).keys())
+    names = list(obj(data.get("configs"))) + list(obj(data.get("results")))
     hits = [t for t in names if path.stem.endswith("_" + t) or path.stem == t]
     if not hits:
         raise FormatError(f"{path}: no task of {res} ({', '.join(sorted(set(names)))}) "
@@ -169,7 +171,7 @@ def find_results(sf: SamplesFile) -> Path | None:
             data = read_json(p)
             if not isinstance(data, dict):
                 continue
-            if sf.task in (data.get("configs") or {}) or sf.task in (data.get("results") or {}):
+            if sf.task in obj(data.get("configs")) or sf.task in obj(data.get("results")):
                 return p
     legacy = d / "results.json"
     return legacy if legacy.exists() else None
@@ -195,12 +197,13 @@ def _filter_names(task: str, results: dict[str, Any] | None) -> list[str]:
     """Filter names in lm-eval's order, from the results file (config, then metric keys)."""
     if not results:
         return []
-    cfg = (results.get("configs") or {}).get(task) or {}
-    names = [f.get("name") for f in cfg.get("filter_list") or [] if isinstance(f, dict)]
+    cfg = obj(obj(results.get("configs")).get(task))
+    flist = cfg.get("filter_list")
+    names = [f.get("name") for f in flist if isinstance(f, dict)] if isinstance(flist, list) else []
     if names and all(isinstance(n, str) for n in names):
         return names  # type: ignore[return-value]
     seen: list[str] = []
-    for key in (results.get("results") or {}).get(task) or {}:
+    for key in obj(obj(results.get("results")).get(task)):
         if "," in key and "_stderr" not in key:
             f = key.split(",", 1)[1]
             if f not in seen:
@@ -296,7 +299,7 @@ def _gold_index(target: str | None, conts: tuple[str, ...]) -> int | None:
     if target is None:
         return None
     t = target.strip()
-    if re.fullmatch(r"\d+", t) and int(t) < len(conts):
+    if re.fullmatch(r"[0-9]{1,9}", t) and int(t) < len(conts):
         return int(t)
     stripped = [c.strip() for c in conts]
     if len(set(stripped)) < len(stripped):
@@ -337,6 +340,7 @@ def read(paths: list[Path], model: str, *, tasks: set[str] | None = None,
         if results is not None and not isinstance(results, dict):
             raise FormatError(f"{rpath}: expected a JSON object")
         version = results.get("lm_eval_version") if results else None
+        version = version if isinstance(version, str) else None
         samples = _read_samples(sf)
         if not samples:
             raise FormatError(f"{sf.path}: no samples")
@@ -366,15 +370,14 @@ def read(paths: list[Path], model: str, *, tasks: set[str] | None = None,
 def _task_info(task: str, results: dict[str, Any] | None) -> dict[str, Any]:
     if not results:
         return {"task": task}
-    cfg = (results.get("configs") or {}).get(task) or {}
-    n_shot = (results.get("n-shot") or {}).get(task, cfg.get("num_fewshot"))
-    conf = results.get("config") or {}
-    model_args = conf.get("model_args")
+    cfg = obj(obj(results.get("configs")).get(task))
+    n_shot = obj(results.get("n-shot")).get(task, cfg.get("num_fewshot"))
+    model_args = obj(results.get("config")).get("model_args")
     return {"task": task, "n_shot": n_shot,
-            "task_version": (results.get("versions") or {}).get(task),
+            "task_version": obj(results.get("versions")).get(task),
             "model_args": model_args if isinstance(model_args, str) else json.dumps(model_args),
             "lm_eval_version": results.get("lm_eval_version"),
-            "task_hash": (results.get("task_hashes") or {}).get(task)}
+            "task_hash": obj(results.get("task_hashes")).get(task)}
 
 
 def _add_filter(res: IngestResult, samples: list[tuple[str, dict[str, Any]]], model: str,
@@ -397,7 +400,7 @@ def _add_filter(res: IngestResult, samples: list[tuple[str, dict[str, Any]]], mo
             if m not in s:
                 raise FormatError(f"{where}: sample has no {m!r} (filter {filt!r}); the "
                                   f"first sample of this filter has it")
-            score = as_float(s[m], f"{where}: {m}")
+            score = as_fraction(s[m], f"{where}: {m}")
             res.outcomes.append(Outcome(
                 model=model, benchmark=bench, prompt_id=str(s["doc_id"]),
                 passed=passed_from_score(score, threshold), score=score,

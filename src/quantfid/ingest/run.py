@@ -6,12 +6,16 @@ files and the options that shape the outcomes: re-ingesting the same files is a 
 changed files replace the part. llama.cpp KLD summaries go to
 ``fidelity/ingest-llamacpp-<model>-<corpus>-ctx<ctx>``. The manifest section ``ingest``
 records, per ``<model>::<benchmark>``, the format, files, source facts and what
-``--intersect`` dropped.
+``--intersect`` left out; ``intersections`` holds, per benchmark, the prompt ids kept
+(every model's rows stay stored; readers apply it). Everything is checked first and
+committed at once: a failed ingest leaves the workspace unchanged.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,8 @@ from quantfid.ingest import prompts as prompts_mod
 from quantfid.ingest.common import DEFAULT_PASS_THRESHOLD, IngestResult, unit_hash
 from quantfid.ingest.validate import StoredOutcomes, check_benchmark
 from quantfid.records import Model, Outcome
+from quantfid.store.boundary import check_outcome
+from quantfid.store.workspace import INTERSECTIONS, Part, register_model
 
 FORMATS = ("lm-eval", "livecodebench", "evalplus", "llamacpp", "table")
 
@@ -88,15 +94,16 @@ class IngestSummary:
                 "fidelity": [dict(r) for r in self.fidelity], "warnings": list(self.warnings)}
 
 
-def _register(ws: Any, model: str, reference: bool, source: str) -> None:
-    known = ws.manifest["models"].get(model)
+def _model_to_register(manifest: dict[str, Any], model: str, reference: bool,
+                       source: str) -> Model | None:
+    """The model entry this ingest adds or changes (None when the manifest has it as is)."""
+    known = manifest["models"].get(model)
     if known is None:
-        ws.add_model(Model(id=model, role="reference" if reference else "quant",
-                           format="external", source=source))
-    elif reference and known.get("role") != "reference":
-        ws.add_model(dataclasses.replace(Model.from_dict(known), role="reference"))
-    elif reference:
-        ws.add_model(Model.from_dict(known))  # re-assert: errors if another is the reference
+        return Model(id=model, role="reference" if reference else "quant", format="external",
+                     source=source)
+    if reference:  # promote, or re-assert (refused if another model is the reference)
+        return dataclasses.replace(Model.from_dict(known), role="reference")
+    return None
 
 
 def ingest(ws: Any, fmt: str, paths: list[Path], model: str, *, reference: bool = False,
@@ -104,74 +111,101 @@ def ingest(ws: Any, fmt: str, paths: list[Path], model: str, *, reference: bool 
            pass_threshold: float = DEFAULT_PASS_THRESHOLD, intersect: bool = False,
            mapping: dict[str, str] | None = None, corpus: str | None = None,
            ctx: int | None = None) -> IngestSummary:
-    """Read ``paths`` and store ``model``'s outcomes, prompts and fidelity rows in ``ws``."""
+    """Read ``paths`` and store ``model``'s outcomes, prompts and fidelity rows in ``ws``:
+    every check passes before anything is written, then one :meth:`Workspace.commit`
+    writes the parts and the manifest together (a failure leaves ``ws`` unchanged)."""
     fid_ref = model if reference else ws.manifest.get("reference")
     res = read(fmt, paths, model, benchmarks=benchmarks, filter_name=filter_name,
                pass_threshold=pass_threshold, mapping=mapping, corpus=corpus, ctx=ctx,
                reference=fid_ref)
-    _register(ws, model, reference, ", ".join(map(str, paths)))
     options = {"format": fmt, "threshold": pass_threshold, "filter": filter_name,
                "benchmarks": sorted(benchmarks or []), "map": mapping or {}}
-    by_bench = res.by_benchmark()
-    texts = res.prompts_by_benchmark()
-    stored: StoredOutcomes | None = None  # loaded on the first benchmark that changed
+    return store(ws, res, fmt, model, reference=reference, intersect=intersect,
+                 options=options, source=", ".join(map(str, paths)))
+
+
+def store(ws: Any, res: IngestResult, fmt: str, model: str, *, reference: bool,
+          intersect: bool, options: dict[str, Any], source: str) -> IngestSummary:
+    """Check ``res`` against the workspace's cohort and commit it (see :func:`ingest`)."""
     manifest = ws.manifest
-    entries: dict[str, dict[str, Any]] = {}
-    new_benchmarks: dict[str, dict[str, Any]] = {}
+    new_model = _model_to_register(manifest, model, reference, source)
+    if new_model is not None:
+        after = copy.deepcopy(manifest)
+        register_model(after, new_model, ws.path)  # a refused model fails before any work
+        if after["models"] == manifest["models"] and after.get("reference") == manifest.get(
+                "reference"):
+            new_model = None
+    inters: dict[str, Any] = dict(manifest.get(INTERSECTIONS) or {})
+    by_bench, texts = res.by_benchmark(), res.prompts_by_benchmark()
+    stored: StoredOutcomes | None = None  # loaded on the first benchmark that changed
+    parts: list[Part] = []
+    drops: list[tuple[str, str]] = []
+    entries: dict[str, dict[str, Any]] = {"ingest": {}, "benchmarks": {}, INTERSECTIONS: {}}
     summaries = []
     for bench in sorted(by_bench):
         outs = by_bench[bench]
+        for o in outs:
+            check_outcome(_row(o), f"{fmt} input for {bench}")
         part = f"ingest-{fmt}-{model}-{bench}"
         uh = unit_hash(res.files[bench], options)
-        info = res.benchmarks.get(bench, {})
+        info = _json_safe(res.benchmarks.get(bench, {}))
         if ws.has_part("outcomes", part, uh):
-            gone = _dropped_before(manifest, model, bench)
-            kept = [o for o in outs if o.prompt_id not in gone]
+            kept = _kept(outs, inters.get(bench))
             summaries.append(BenchmarkSummary(bench, len(kept), _acc(kept), "unchanged", part))
             continue
         status = "replaced" if ws.has_part("outcomes", part) else "new"
         if stored is None:
             stored = StoredOutcomes.load(ws)
-        chk = check_benchmark(ws, stored, model, bench, outs, info, part, intersect=intersect,
-                              manifest=manifest)
-        ws.add_outcomes(part, chk.outcomes, unit_hash=uh)
-        keep = {o.prompt_id for o in chk.outcomes}
-        pts = [p for p in texts.get(bench, []) if p.prompt_id in keep]
-        if pts:
-            ws.write_part(prompts_mod.TABLE, part, prompts_mod.to_table(model, pts, fmt), uh)
-        else:
-            ws.drop_part(prompts_mod.TABLE, part)
-        entries[f"{model}::{bench}"] = {
+        chk = check_benchmark(stored, model, bench, outs, info, part,
+                              {**manifest, INTERSECTIONS: inters}, intersect=intersect)
+        parts.append(Part("outcomes", part, [_row(o) for o in outs], uh))
+        if texts.get(bench):
+            parts.append(Part(prompts_mod.TABLE, part,
+                              prompts_mod.to_table(model, texts[bench], fmt), uh))
+        elif ws.has_part(prompts_mod.TABLE, part):
+            drops.append((prompts_mod.TABLE, part))
+        if chk.keep is not None:
+            inters[bench] = entries[INTERSECTIONS][bench] = {
+                "prompts": list(chk.keep), "by": model, "dropped": chk.dropped_others}
+        entries["ingest"][f"{model}::{bench}"] = {
             "format": fmt, "files": [str(p) for p in res.files[bench]], "unit_hash": uh,
             "info": info, "dropped": list(chk.dropped_new),
             "dropped_others": chk.dropped_others}
-        new_benchmarks[bench] = {"source": info.get("source", fmt), "metric": info.get("metric")}
-        stored.put(part, uh, [_row(o) for o in chk.outcomes])
-        summaries.append(BenchmarkSummary(bench, len(chk.outcomes), _acc(chk.outcomes), status,
-                                          part, chk.dropped_new, chk.dropped_others))
-    if entries:
-        with ws.update() as m:  # one manifest write for all benchmarks
-            m.setdefault("ingest", {}).update(entries)
-            known = m.setdefault("benchmarks", {})
-            for bench, entry in new_benchmarks.items():
-                known.setdefault(bench, entry)
+        if bench not in manifest.get("benchmarks", {}):
+            entries["benchmarks"][bench] = {"source": info.get("source", fmt),
+                                            "metric": info.get("metric")}
+        stored.put(part, uh, [_row(o) for o in outs])
+        kept = _kept(outs, inters.get(bench))
+        summaries.append(BenchmarkSummary(bench, len(kept), _acc(kept), status, part,
+                                          chk.dropped_new, chk.dropped_others))
     for row in res.fidelity:
         part = f"ingest-llamacpp-{model}-{row['corpus']}-ctx{row['ctx']}"
         uh = unit_hash(res.files[f"fidelity:{row['corpus']}:{row['ctx']}"], options)
         if not ws.has_part("fidelity", part, uh):
-            ws.write_part("fidelity", part, [row], uh)
+            parts.append(Part("fidelity", part, [_json_safe(row)], uh))
+    entries = {k: v for k, v in entries.items() if v}
+    if parts or entries or new_model is not None:
+        ws.commit(parts, [new_model] if new_model is not None else [], entries, drops=drops)
     return IngestSummary(model, fmt, tuple(summaries), tuple(res.fidelity), tuple(res.warnings))
 
 
-def _dropped_before(manifest: dict[str, Any], model: str, bench: str) -> set[str]:
-    """Prompt ids of ``model`` on ``bench`` that earlier --intersect runs dropped."""
-    gone: set[str] = set()
-    for key, e in manifest.get("ingest", {}).items():
-        if key == f"{model}::{bench}":
-            gone.update(e.get("dropped", []))
-        elif key.endswith(f"::{bench}"):
-            gone.update((e.get("dropped_others") or {}).get(model, []))
-    return gone
+def _kept(outs: list[Outcome], inter: dict[str, Any] | None) -> list[Outcome]:
+    """``outs`` as readers see them under the benchmark's recorded intersection."""
+    if inter is None:
+        return outs
+    ids = set(inter["prompts"])
+    return [o for o in outs if o.prompt_id in ids]
+
+
+def _json_safe(obj: Any) -> Any:
+    """A copy of foreign JSON-like data fit for the manifest: NaN / inf become None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def _row(o: Outcome) -> dict[str, Any]:

@@ -4,8 +4,9 @@
 prompt=COL,model=COL`` names the columns; a field not mapped is looked up under its own
 name. ``--benchmark NAME`` gives a constant benchmark when there is no such column.
 ``passed`` accepts 1/0, 1.0/0.0, true/false, pass/fail, passed/failed, yes/no (any case);
-anything else is an error naming the row. Without a ``passed`` column, ``score`` (a
-fraction) is turned into pass/fail by ``score >= pass_threshold``. With a ``model``
+anything else is an error naming the row. ``score`` is a fraction: a finite number in
+[0, 1] (anything else is an error naming the row); without a ``passed`` column it is
+turned into pass/fail by ``score >= pass_threshold``. ``samples``: an integer >= 1. With a ``model``
 column, only the rows of the ingested model are kept.
 """
 
@@ -21,12 +22,14 @@ from quantfid.errors import FormatError, QuantfidError
 from quantfid.ingest.common import (
     DEFAULT_PASS_THRESHOLD,
     IngestResult,
-    as_float,
+    as_finite,
+    as_fraction,
     iter_jsonl,
     passed_from_score,
 )
 from quantfid.ingest.prompts import PromptText
 from quantfid.records import Outcome
+from quantfid.store.boundary import MAX_SAMPLES
 
 SOURCE = "table"
 FIELDS = ("prompt_id", "passed", "score", "benchmark", "samples", "prompt_hash", "prompt", "model")
@@ -90,6 +93,9 @@ def read(paths: list[Path], model: str, *, mapping: dict[str, str] | None = None
     res = IngestResult()
     seen: dict[tuple[str, str], str] = {}
     for path in paths:
+        if path.is_dir():
+            raise FormatError(f"{path}: is a directory; give the table file itself "
+                              "(.csv, .tsv or .jsonl)")
         if not path.is_file():
             raise FormatError(f"{path}: no such file")
         n_rows = 0
@@ -120,7 +126,7 @@ def read(paths: list[Path], model: str, *, mapping: dict[str, str] | None = None
             if bench is None:
                 raise FormatError(f"{where}: empty benchmark")
             bench, pid = str(bench), str(pid)
-            score = None if cell("score") is None else as_float(cell("score"), f"{where}: score")
+            score = None if cell("score") is None else as_fraction(cell("score"), f"{where}: score")
             if cell("passed") is not None:
                 passed = parse_passed(cell("passed"), where)
             elif score is not None:
@@ -129,9 +135,10 @@ def read(paths: list[Path], model: str, *, mapping: dict[str, str] | None = None
                 raise FormatError(f"{where}: neither passed nor score given")
             samples = 1
             if cell("samples") is not None:
-                s = as_float(cell("samples"), f"{where}: samples")
-                if s != int(s) or s < 1:
-                    raise FormatError(f"{where}: samples must be a positive integer, got {s}")
+                s = as_finite(cell("samples"), f"{where}: samples")
+                if s != int(s) or not 1 <= s <= MAX_SAMPLES:
+                    raise FormatError(f"{where}: samples must be an integer in [1, "
+                                      f"{MAX_SAMPLES}], got {cell('samples')!r}")
                 samples = int(s)
             if (bench, pid) in seen:
                 raise FormatError(f"{where}: prompt {pid!r} of {bench!r} appears twice "

@@ -3,9 +3,10 @@
 Every model of a cohort must have been scored on the same prompts of a benchmark: the
 same prompt ids, the same prompt hashes (where the source gives them), the same filter /
 n-shot / dataset. A difference is a :class:`~quantfid.errors.MismatchError` naming what
-differs. With ``intersect=True`` the prompts not shared (or whose hashes differ) are
-dropped from the new model *and* from the models already stored, so every model keeps
-the same prompt set; what was dropped is returned (and recorded by the caller).
+differs. With ``intersect=True`` the prompts not shared (or whose hashes differ) are left
+out for every model: nothing is deleted, the kept prompt ids are returned for the caller
+to record in the manifest (``intersections``), and readers apply them. A benchmark with
+a recorded intersection is compared on its kept prompts only.
 
 The new model is compared with the workspace reference when the reference has the
 benchmark, else with the first other model that has it (earlier models were checked
@@ -18,9 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from quantfid.errors import FormatError, MismatchError
+from quantfid.errors import MismatchError
 from quantfid.records import Outcome
 
 # Benchmark facts that must agree between models (intersection cannot repair them).
@@ -106,7 +105,7 @@ def diff_sets(model: str, other: str, benchmark: str, mine: dict[str, str | None
 
 @dataclass
 class StoredOutcomes:
-    """The workspace's outcomes part by part (to compare and, on --intersect, rewrite).
+    """The workspace's outcomes part by part (to compare prompt sets).
 
     ``parts``: part name -> (unit hash, rows); ``index``: benchmark -> part names holding it.
     """
@@ -116,16 +115,14 @@ class StoredOutcomes:
 
     @classmethod
     def load(cls, ws: Any) -> StoredOutcomes:
+        """Every stored outcomes part, as written (intersections not applied)."""
         out = cls()
         for p in ws.parts("outcomes"):
-            try:
-                t = pq.read_table(p)
-            except Exception as e:
-                raise FormatError(f"{p} is not a readable Parquet file: {e}") from e
+            t = ws.read_part(p)
             meta = t.schema.metadata or {}
-            name = meta.get(b"part", p.stem.encode()).decode()
+            name = meta.get(b"part", p.stem.encode()).decode("utf-8", "replace")
             h = meta.get(b"unit_hash")
-            out.put(name, h.decode() if h else None, t.to_pylist())
+            out.put(name, h.decode("utf-8", "replace") if h else None, t.to_pylist())
         return out
 
     def put(self, part: str, unit_hash: str | None, rows: list[dict[str, Any]]) -> None:
@@ -153,48 +150,26 @@ class StoredOutcomes:
             r.get("model") == model and r.get("benchmark") == benchmark
             for r in self.parts[name][1]))
 
-    def restrict(self, ws: Any, benchmark: str, keep: set[str], exclude_model: str
-                 ) -> dict[str, list[str]]:
-        """Drop ``benchmark`` rows whose prompt is not in ``keep`` from every model but
-        ``exclude_model``; rewrite the touched parts with their unit hash. Returns
-        model -> dropped prompt ids."""
-        dropped: dict[str, list[str]] = {}
-        for name in sorted(self.index.get(benchmark, ())):
-            h, rows = self.parts[name]
-            kept = []
-            for r in rows:
-                if (r.get("benchmark") == benchmark and r.get("model") != exclude_model
-                        and str(r["prompt_id"]) not in keep):
-                    dropped.setdefault(r["model"], []).append(str(r["prompt_id"]))
-                else:
-                    kept.append(r)
-            if len(kept) != len(rows):
-                if kept:
-                    ws.write_part("outcomes", name, kept, h)
-                else:
-                    ws.drop_part("outcomes", name)
-                self.put(name, h, kept)
-        return dropped
-
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The outcomes to store for one benchmark and what intersecting dropped."""
+    """The outcomes to store for one benchmark (all of the new model's) and, when
+    ``--intersect`` changed the cohort's prompt set, the prompt ids now kept."""
 
     outcomes: list[Outcome]
     diff: SetDiff | None
+    keep: tuple[str, ...] | None = None
     dropped_new: tuple[str, ...] = ()
     dropped_others: dict[str, list[str]] = field(default_factory=dict)
 
 
-def check_benchmark(ws: Any, stored: StoredOutcomes, model: str, benchmark: str,
+def check_benchmark(stored: StoredOutcomes, model: str, benchmark: str,
                     outcomes: list[Outcome], info: dict[str, Any], part: str,
-                    intersect: bool = False,
-                    manifest: dict[str, Any] | None = None) -> CheckResult:
+                    manifest: dict[str, Any], intersect: bool = False) -> CheckResult:
     """Check ``model``'s new outcomes of ``benchmark`` against the cohort; see module doc.
 
     Raises MismatchError when the sets differ (and ``intersect`` is false or cannot fix it).
-    ``manifest``: the workspace manifest as read once by the caller (read here if None).
+    ``manifest``: the workspace manifest as read once by the caller.
     """
     dup = stored.other_parts_with(model, benchmark, part)
     if dup:
@@ -202,16 +177,17 @@ def check_benchmark(ws: Any, stored: StoredOutcomes, model: str, benchmark: str,
                             f"{', '.join(dup)}; one source per model and benchmark")
     sets = stored.prompt_sets(benchmark, skip_part=part)
     sets.pop(model, None)
+    kept = (manifest.get("intersections") or {}).get(benchmark)
+    if kept is not None:
+        ids = set(kept["prompts"])
+        sets = {m: {k: h for k, h in s.items() if k in ids} for m, s in sets.items()}
     if not sets:
         return CheckResult(outcomes, None)
-    if manifest is None:
-        manifest = ws.manifest
     ref = manifest.get("reference")
     other = ref if ref in sets else next(iter(sets))
     label = "reference" if other == ref else "model"
     mine = {o.prompt_id: o.prompt_hash for o in outcomes}
-    ingested = manifest.get("ingest", {})
-    their_info = (ingested.get(f"{other}::{benchmark}") or {}).get("info")
+    their_info = ((manifest.get("ingest") or {}).get(f"{other}::{benchmark}") or {}).get("info")
     diff = diff_sets(model, other, benchmark, mine, sets[other], info, their_info, label)
     if diff.ok:
         return CheckResult(outcomes, diff)
@@ -224,7 +200,7 @@ def check_benchmark(ws: Any, stored: StoredOutcomes, model: str, benchmark: str,
     keep = {k for k in mine if k not in drop}
     if not keep:
         raise MismatchError(diff.message() + "\n(no prompts in common)")
-    others = stored.restrict(ws, benchmark, keep, exclude_model=model)
-    kept = [o for o in outcomes if o.prompt_id in keep]
+    others = {m: sorted((k for k in s if k not in keep), key=_natural) for m, s in sets.items()}
     dropped_new = tuple(sorted((k for k in mine if k not in keep), key=_natural))
-    return CheckResult(kept, diff, dropped_new, others)
+    return CheckResult(outcomes, diff, tuple(sorted(keep, key=_natural)), dropped_new,
+                       {m: v for m, v in sorted(others.items()) if v})

@@ -382,16 +382,38 @@ class KldBase:
         return chunk
 
     def targets(self, chunk: int) -> np.ndarray:
-        """Next-token ids of the scored positions of ``chunk`` (n_scored,)."""
-        return np.asarray(self.tokens[self._chunk(chunk), self.first + 1:], dtype=np.int64)
+        """Next-token ids of the scored positions of ``chunk`` (n_scored,), each checked to
+        lie in [0, n_vocab) (FormatError naming the chunk and position otherwise)."""
+        t = np.asarray(self.tokens[self._chunk(chunk), self.first + 1:], dtype=np.int64)
+        bad = np.flatnonzero((t < 0) | (t >= self.n_vocab))
+        if len(bad):
+            raise FormatError(f"{self.path}: chunk {chunk}, scored position {bad[0]}: token id "
+                              f"{t[bad[0]]} outside the vocabulary [0, {self.n_vocab})")
+        return t
+
+    def chunk_rows(self, chunk: int) -> np.ndarray:
+        """The stored rows of ``chunk`` (n_scored, row_width) uint16, their headers checked:
+        ``scale`` finite, >= 0 and at most 16/65535 (the 16-nat range), ``min_log_prob``
+        finite and ``min_log_prob + 65535 * scale`` (the top log-prob, -log sum exp) <= 0
+        up to float rounding. Anything else is a corrupt file (FormatError)."""
+        r = self.rows[self._chunk(chunk)]
+        scale, mlp = decode_header(r)
+        top = mlp.astype(np.float64) + 65535.0 * scale.astype(np.float64)
+        ok = (np.isfinite(scale) & np.isfinite(mlp) & (scale >= 0)
+              & (scale <= np.float32((LOGP_RANGE + 1e-3) / 65535.0)) & (top <= 1e-3))
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            raise FormatError(f"{self.path}: chunk {chunk}, scored position {i}: corrupt row "
+                              f"header (scale {scale[i]!r}, min_log_prob {mlp[i]!r})")
+        return r
 
     def logp(self, chunk: int) -> np.ndarray:
         """Dequantized base log-probs of ``chunk``: (n_scored, n_vocab) float32."""
-        return decode_rows(self.rows[self._chunk(chunk)], self.n_vocab)
+        return decode_rows(self.chunk_rows(chunk), self.n_vocab)
 
     def nll_base(self, chunk: int) -> np.ndarray:
         """-ln p_base(next token) per scored token of ``chunk``, float32, as llama.cpp."""
-        r = self.rows[self._chunk(chunk)]
+        r = self.chunk_rows(chunk)
         scale, mlp = decode_header(r)
         t = self.targets(chunk)
         return np.asarray(-(scale * r[np.arange(len(t)), 4 + t].astype(np.float32) + mlp),
@@ -419,7 +441,7 @@ class KldBase:
         if targets is not None and not np.array_equal(np.asarray(targets), t):
             raise MismatchError(f"{self.path}: targets differ from the file's tokens in chunk "
                                 f"{chunk}")
-        return metrics_from_rows(self.rows[self._chunk(chunk)], q_logits, t, self.n_vocab)
+        return metrics_from_rows(self.chunk_rows(chunk), q_logits, t, self.n_vocab)
 
 
 class KldBaseWriter:
