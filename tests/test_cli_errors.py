@@ -132,6 +132,49 @@ def test_2_3_truncated_gguf_is_a_format_error(tmp_path: Path) -> None:
                                           r"'tokenizer\.ggml\.tokens'"):
         check_gguf(cut)
     check_gguf(src)  # the real file passes
+    for flag in ("--reference", "--quant"):  # through the CLI: exit 2, one line, nothing written
+        ws = tmp_path / f"ws{flag}"
+        args = ["measure", "--reference", str(cut), "--quant", "Q8_0"] if flag == "--reference" \
+            else ["measure", "--quant", str(cut)]
+        before = snapshot(tmp_path)
+        assert main([*args, "--corpus", "prose", "--ctx", "64", "--workspace", str(ws)]) == 2
+        assert snapshot(tmp_path) == before and not ws.exists()
+
+
+def test_18_bench_limit_zero_leaves_nothing(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    ws = tmp_path / "new"
+    rc, _, err = run(capsys, "bench", "--task", "cloze", "--limit", "0", "--workspace", ws)
+    assert rc == 2 and not ws.exists()
+    one_error(err, "--limit", "positive integer")
+
+
+def test_20_unknown_recipe_and_truncated_gguf_say_what_they_are(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(capsys, "measure", "--quant", "Q9_Z", "--ctx", "64")
+    assert rc == 2
+    one_error(err, "'Q9_Z'", "recipe")
+    assert "hub ids need network" not in err
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(embedded.gguf_path().read_bytes()[:50_000])
+    rc, _, err = run(capsys, "measure", "--quant", cut, "--ctx", "64")
+    assert rc == 2
+    one_error(err, "cut.gguf", "GGUF")
+    assert "hub ids need network" not in err
+
+
+def test_22_measure_checks_arguments_before_loading(capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import quantfid.backends.hf as hf
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(hf, "load_hf", boom)
+    for bad in (["--ctx", "0"], ["--ctx", "2"], ["--chunks", "0"], ["--n-boot", "-1"]):
+        rc, _, err = run(capsys, "measure", "--quant", "Q8_0", *bad)
+        assert rc == 2, bad
+        assert err.count("\n") == 1 and "error" in err
 
 
 def test_4_ingest_into_read_only_workspace(ref_ws: Path, capsys: pytest.CaptureFixture[str],

@@ -100,6 +100,9 @@ def _kind(spec: str) -> Kind:
         return "dir"
     if p.is_file():
         if p.suffix.lower() == ".gguf":
+            from quantfid.gguf_check import check_gguf
+
+            check_gguf(p)  # a truncated or corrupt GGUF: FormatError naming the file (exit 2)
             return "gguf"
         raise QuantfidError(f"{spec} is a file but not a .gguf; give a GGUF file, a model "
                             "directory, a hub id, a recipe name or a server URL")

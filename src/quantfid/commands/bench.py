@@ -15,6 +15,8 @@ import argparse
 import json
 from typing import Any
 
+from quantfid.commands.argtypes import positive_int
+
 GEN_TASKS = ("humaneval_gen",)
 
 
@@ -27,10 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", action="store_true", help="this model is the workspace reference")
     p.add_argument("--name", help="model id in the workspace (default: derived from --model)")
     p.add_argument("--task", default="all", help="all, comma-separated tasks, or humaneval_gen")
-    p.add_argument("--limit", type=int, help="first N prompts of each task")
+    p.add_argument("--limit", type=positive_int, help="first N prompts of each task")
     p.add_argument("--full", action="store_true", help="the full prompt sets (>= 600 prompts)")
     p.add_argument("--workspace", required=True, help="workspace directory")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per forward batch")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="prompts per forward batch")
     p.add_argument("--backend", default=None, choices=["hf", "llamacpp", "http"],
                    help="runtime (default: hf for files, http for URLs)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])

@@ -8,6 +8,7 @@ import math
 import sys
 from typing import Any
 
+from quantfid.commands.argtypes import nonneg_int, positive_int
 from quantfid.errors import QuantfidError
 
 
@@ -25,9 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", default=None, metavar="C",
                    help="built-in corpus (prose, code, docs), a text file, a directory or "
                         "file.jsonl:field (default: prose; a stored reference brings its own)")
-    p.add_argument("--ctx", type=int, default=None, metavar="N",
+    p.add_argument("--ctx", type=positive_int, default=None, metavar="N",
                    help="context length of each window (default 512)")
-    p.add_argument("--chunks", type=int, default=None, metavar="K",
+    p.add_argument("--chunks", type=positive_int, default=None, metavar="K",
                    help="use only the first K windows")
     p.add_argument("--scoring", choices=("llamacpp", "all"), default="llamacpp",
                    help="llamacpp: score the last n_ctx-1-n_ctx/2 tokens of each window "
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch numerics: ggml-cpu emulates llama.cpp's CPU backend (default for "
                         "GGML recipes and GGUF files), weights is weight-only")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
-    p.add_argument("--batch-size", type=int, default=1, metavar="B",
+    p.add_argument("--batch-size", type=positive_int, default=1, metavar="B",
                    help="windows per forward (prompts per forward for --prompts: 8 if 1)")
     p.add_argument("--store", choices=("compact", "full"), default="compact",
                    help="reference store kind (compact: top-k + tail; full: every log-prob)")
@@ -49,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="id for the quant at the same position (repeatable)")
     p.add_argument("--reference-name", default=None, metavar="ID", help="id for the reference")
     p.add_argument("--imatrix", default=None, help="importance matrix file for recipes")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--n-boot", type=nonneg_int, default=1000,
+                   help="bootstrap resamples for the CIs (0: none)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="bootstrap seed")
     p.add_argument("--prompts", default=None, metavar="BENCH|FILE",
                    help="also measure per-prompt fidelity on a built-in task, an ingested "
                         "benchmark of the workspace (lm-eval, LiveCodeBench prompt texts) or a "
