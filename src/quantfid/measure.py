@@ -176,9 +176,11 @@ def measure(reference: str | None, quants: Sequence[str], corpus: str | None = "
     name_list = list(names or [])
     _check_args(quants, ctx, chunks, scoring, store, batch_size, n_boot, name_list)
     name_list += [None] * (len(quants) - len(name_list))
-    kw = {"backend": backend, "dtype": dtype, "device": device, "numerics": numerics,
-          **(options or {})}
     stored = reference is not None and is_stored_reference(reference)
+    sref = stored_reference(reference, corpus=corpus, ctx=ctx, chunks=chunks,  # type: ignore[arg-type]
+                            name=reference_name) if stored else None
+    kw = {"backend": backend, "dtype": dtype, "device": device, "numerics": numerics,
+          "n_ctx": sref.cw.ctx if sref is not None else ctx, **(options or {})}
     ref_spec = None if stored else parse_spec(reference, role="reference", name=reference_name,
                                                **kw)
     specs = [parse_spec(q, name=n, **kw) for q, n in zip(quants, name_list, strict=True)]
@@ -189,16 +191,14 @@ def measure(reference: str | None, quants: Sequence[str], corpus: str | None = "
         raise QuantfidError("--corpus and --ctx are required with a model reference")
     with _workspace(workspace) as ws:
         pool = ModelPool(ref_spec, imatrix=imatrix, progress=progress)
-        return _run(ws, pool, reference, specs, corpus, ctx, chunks, scoring, stored,
+        return _run(ws, pool, sref, specs, corpus, ctx, chunks, scoring,
                     settings={"store": store, "n_boot": n_boot, "seed": seed,
-                              "window_batch": batch_size}, progress=progress,
-                    reference_name=reference_name)
+                              "window_batch": batch_size}, progress=progress)
 
 
-def _run(ws: Workspace, pool: ModelPool, reference: str | None, specs: list[ModelSpec],
-         corpus: str | None, ctx: int | None, chunks: int | None, scoring: str, stored: bool,
-         settings: dict[str, Any], progress: bool, reference_name: str | None
-         ) -> list[MeasureResult]:
+def _run(ws: Workspace, pool: ModelPool, sref: StoredReference | None, specs: list[ModelSpec],
+         corpus: str | None, ctx: int | None, chunks: int | None, scoring: str,
+         settings: dict[str, Any], progress: bool) -> list[MeasureResult]:
     from quantfid.executors.local import LocalExecutor
     from quantfid.executors.log import RunLog
     from quantfid.units.plan import Settings, corpus_windows, plan_units
@@ -208,10 +208,8 @@ def _run(ws: Workspace, pool: ModelPool, reference: str | None, specs: list[Mode
         if pool.reference_spec is not None and q.id == pool.reference_spec.id:
             raise MismatchError(f"quant id {q.id!r} equals the reference id; give --name")
     ref: Any
-    if stored:
-        assert reference is not None
-        ref = stored_reference(reference, corpus=corpus, ctx=ctx, chunks=chunks,
-                               name=reference_name)
+    if sref is not None:
+        ref = sref
         corpora = [ref.cw]
         ws.commit([], [ref.model])
     else:

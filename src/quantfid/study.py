@@ -105,10 +105,12 @@ class Study:
         r = self.cfg.reference
         specs = [parse_spec(name, dtype=r.dtype, device=r.device, numerics=self.cfg.numerics)
                  for name in self.cfg.recipes]
+        n_ctx = max(self.cfg.contexts)  # runtimes that size their context up front (llama.cpp)
         for e in self.cfg.models:
+            opts = {"n_ctx": n_ctx, **e.options}
             specs.append(parse_spec(e.spec, name=e.name, backend=e.backend,
                                     dtype=e.dtype or r.dtype, device=r.device,
-                                    numerics=e.numerics or self.cfg.numerics, **e.options))
+                                    numerics=e.numerics or self.cfg.numerics, **opts))
         ids = [s.id for s in specs]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
