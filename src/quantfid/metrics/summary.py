@@ -22,10 +22,20 @@ here from their definitions (n tokens; sums over tokens):
   (llama.cpp prints percent for dp, RMS dp, same top-1 and the correlation).
 
 On top of llama.cpp: KLD by reference-confidence bucket (the reference's top-1 probability in
-[0,.25), [.25,.5), [.5,.75), [.75,.95), [.95,1]) and a block-bootstrap 95 % percentile CI for
-mean KLD and ln PPL ratio, resampling whole windows (llama.cpp's se treats tokens as
-independent; tokens in one window are not). Each resample draws as many blocks as there are,
-with replacement, and takes the token-weighted mean (sum over drawn blocks / tokens drawn).
+[0,.25), [.25,.5), [.5,.75), [.75,.95), [.95,1]) and a bootstrap 95 % percentile CI for mean
+KLD and ln PPL ratio (llama.cpp's se treats tokens as independent; tokens in one window are
+not). ``ci_method`` names the resampling that produced them:
+
+- ``"window-bootstrap"`` (at least ``MIN_WINDOWS`` = 10 windows): resample whole windows;
+  each resample draws as many windows as there are, with replacement, and takes the
+  token-weighted mean (sum over drawn windows / tokens drawn).
+- ``"token-bootstrap"``: the same when no window ids were given (every token its own block).
+- ``"moving-block-bootstrap"`` (fewer windows, more than 10 tokens): the circular
+  moving-block bootstrap within windows (``quantfid.metrics.blocks``), block length
+  ``ci_block_tokens`` = the larger of the Politis-White automatic lengths of per-token KLD
+  and of the per-token NLL difference (capped at the shortest window). A window's tokens are
+  taken in the order they were added.
+- None: no interval (n_boot = 0, one window of <= 10 tokens, or a single token block).
 """
 
 from __future__ import annotations
@@ -37,12 +47,14 @@ from typing import Any
 import numpy as np
 
 from quantfid.errors import MismatchError, QuantfidError
+from quantfid.metrics.blocks import block_bootstrap_means, block_length
 from quantfid.metrics.types import STATS_KEYS, TokenMetrics
 
 BUCKET_EDGES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.95, 1.0)
 PERCENTILES: dict[str, float] = {"kld_p90": 0.90, "kld_p95": 0.95, "kld_p99": 0.99,
                                  "kld_p99_9": 0.999}
 CI_LEVEL = 0.95
+MIN_WINDOWS = 10  # fewer windows: resample blocks of tokens within them
 _BOOT_CELLS = 1 << 22  # resample indices drawn per vectorised step (n_resamples x n_blocks)
 
 # running sums kept by the accumulator (x2: sum of squares, nll_qr: sum of nll_q * nll_ref)
@@ -95,6 +107,8 @@ class FidelityStats:
     kld_mean_ci_high: float | None = None
     ln_ppl_ratio_ci_low: float | None = None
     ln_ppl_ratio_ci_high: float | None = None
+    ci_method: str | None = None
+    ci_block_tokens: int | None = None
     n_windows: int = 0
     kld_buckets: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
@@ -147,13 +161,16 @@ def median_sorted(values: np.ndarray) -> float:
 
 @dataclass
 class Parts:
-    """Mergeable partial state: sums, per-token KLD values, per-block sums, bucket sums."""
+    """Mergeable partial state: sums, per-token KLD values, NLL differences and window ids
+    (arrival order), per-block sums, bucket sums."""
 
     n: int = 0
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_SUM_KEYS, 0.0))
     present: dict[str, bool] = field(default_factory=lambda: {
         "nll": True, "dp": True, "rkld": True, "jsd": True, "top": True})
     kld_values: list[np.ndarray] = field(default_factory=list)
+    diff_values: list[np.ndarray] = field(default_factory=list)
+    token_windows: list[np.ndarray | None] = field(default_factory=list)  # None: anonymous
     block_ids: list[np.ndarray] = field(default_factory=list)  # keyed blocks (window ids)
     block_keyed: list[np.ndarray] = field(default_factory=list)  # rows: kld, nll diff, n
     block_anon: list[np.ndarray] = field(default_factory=list)  # one block per token
@@ -205,12 +222,15 @@ class Parts:
                 s["dp4"] += float(np.sum(dp2 * dp2))
         self.n += n
         self.kld_values.append(kld.copy())
+        self.diff_values.append(diff)
         if window_ids is None:
+            self.token_windows.append(None)
             self.block_anon.append(np.stack([kld, diff, np.ones(n)]))
         else:
             w = np.asarray(window_ids)
             if w.shape != (n,):
                 raise MismatchError(f"window ids must have shape ({n},), got {w.shape}")
+            self.token_windows.append(w.copy())
             ids, inv = np.unique(w, return_inverse=True)
             self.block_ids.append(ids)
             self.block_keyed.append(np.stack([
@@ -234,6 +254,8 @@ class Parts:
         for k in _SUM_KEYS:
             self.sums[k] += other.sums[k]
         self.kld_values.extend(other.kld_values)
+        self.diff_values.extend(other.diff_values)
+        self.token_windows.extend(other.token_windows)
         self.block_ids.extend(other.block_ids)
         self.block_keyed.extend(other.block_keyed)
         self.block_anon.extend(other.block_anon)
@@ -251,6 +273,29 @@ class Parts:
                                    for k in range(3)]))
         parts.extend(self.block_anon)
         return np.concatenate(parts, axis=1) if parts else np.zeros((3, 0))
+
+    def series(self) -> tuple[np.ndarray, list[int]]:
+        """(2, n) per-token KLD and NLL difference with the windows laid end to end (keyed
+        windows in ascending id order, each in arrival order; then every anonymous token as
+        a window of one), and the window sizes."""
+        kld = np.concatenate(self.kld_values) if self.kld_values else np.zeros(0)
+        diff = np.concatenate(self.diff_values) if self.diff_values else np.zeros(0)
+        keyed = [w is not None for w in self.token_windows]
+        mask = np.concatenate([np.full(v.size, k) for v, k in zip(self.kld_values, keyed,
+                                                                    strict=True)]) \
+            if self.kld_values else np.zeros(0, dtype=bool)
+        sizes: list[int] = []
+        order = np.zeros(0, dtype=np.int64)
+        if any(keyed):
+            wid = np.concatenate([w for w in self.token_windows if w is not None])
+            pos = np.flatnonzero(mask)
+            srt = np.argsort(wid, kind="stable")
+            order = pos[srt]
+            sizes = np.unique(wid, return_counts=True)[1].tolist()
+        anon = np.flatnonzero(~mask)
+        order = np.concatenate([order, anon])
+        sizes += [1] * anon.size
+        return np.stack([kld[order], diff[order]]), sizes
 
 
 def _bootstrap(blocks: np.ndarray, n_boot: int, rng: np.random.Generator
@@ -333,13 +378,41 @@ def stats_from_parts(parts: Parts, n_boot: int = 1000,
         v["rms_dp"] = math.sqrt(mse) if mse > 0 else 0.0
         if mse_se is not None and v["rms_dp"] > 0:
             v["rms_dp_se"] = 0.5 / v["rms_dp"] * mse_se
-    if n_boot > 0 and n_windows >= 2:
-        gen = rng if rng is not None else np.random.default_rng(0)
-        bk, bd = _bootstrap(blocks, n_boot, gen)
-        v["kld_mean_ci_low"], v["kld_mean_ci_high"] = _ci(bk)
-        if parts.present["nll"]:
-            v["ln_ppl_ratio_ci_low"], v["ln_ppl_ratio_ci_high"] = _ci(bd)
+    v.update(_intervals(parts, blocks, n_boot, rng))
     return FidelityStats(**v)
+
+
+def _intervals(parts: Parts, blocks: np.ndarray, n_boot: int,
+               rng: np.random.Generator | None) -> dict[str, Any]:
+    """The bootstrap CIs of mean KLD and ln PPL ratio, and the method that made them."""
+    n_windows = int(blocks.shape[1])
+    if n_boot <= 0:
+        return {}
+    gen = rng if rng is not None else np.random.default_rng(0)
+    if n_windows >= MIN_WINDOWS:
+        bk, bd = _bootstrap(blocks, n_boot, gen)
+        method = "window-bootstrap" if parts.block_ids else "token-bootstrap"
+        length = None
+    elif parts.n > 10 and n_windows >= 1:
+        series, sizes = parts.series()  # (2, n)
+        length = _series_block_length(series, sizes, parts.present["nll"])
+        bk, bd = block_bootstrap_means(series, sizes, length, n_boot, gen)
+        method = "moving-block-bootstrap"
+    else:
+        return {}
+    out: dict[str, Any] = {"ci_method": method, "ci_block_tokens": length}
+    out["kld_mean_ci_low"], out["kld_mean_ci_high"] = _ci(bk)
+    if parts.present["nll"]:
+        out["ln_ppl_ratio_ci_low"], out["ln_ppl_ratio_ci_high"] = _ci(bd)
+    return out
+
+
+def _series_block_length(series: np.ndarray, sizes: list[int], nll: bool) -> int:
+    """The larger Politis-White block length of per-token KLD and (with NLLs) NLL difference."""
+    bounds = np.cumsum([0, *sizes])
+    rows = series if nll else series[:1]
+    return max(block_length([row[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+               for row in rows)
 
 
 def summarize(tm: TokenMetrics, windows: np.ndarray | None = None, *, n_boot: int = 1000,
