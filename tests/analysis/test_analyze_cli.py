@@ -17,7 +17,7 @@ from quantfid.store.workspace import Workspace
 def test_analyze_workspace(small_ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", str(small_ws.path), "--n-boot", "200", "--json"]) == 0
     j = json.loads(capsys.readouterr().out)
-    assert list(j) == ["cohort", "correlations", "silent_zone", "robustness", "decomposition",
+    assert list(j) == ["cohort", "correlations", "silent_zone", "resolution", "robustness", "decomposition",
                        "failure_prediction", "router"]
     corpora = {(c["corpus"], c["ctx"]) for c in j["correlations"]}
     assert corpora == {("code", 1024), ("wiki", 512), ("prompts", None)}

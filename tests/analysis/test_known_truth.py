@@ -61,7 +61,7 @@ def test_volume_failure_prediction_is_weak(volume_json: dict) -> None:
 
 def test_json_top_level_and_shapes(volume_json: dict) -> None:
     j = volume_json
-    assert list(j) == ["cohort", "correlations", "silent_zone", "robustness", "decomposition",
+    assert list(j) == ["cohort", "correlations", "silent_zone", "resolution", "robustness", "decomposition",
                        "failure_prediction", "router"]
     keys = ["metric", "score", "subset", "rule", "n", "rho", "p", "p_method", "ci_low", "ci_high",
             "tau", "tau_p", "corpus", "ctx"]
