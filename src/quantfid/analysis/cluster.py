@@ -23,9 +23,11 @@ nominal level than the percentile interval's for this ratio (checked by simulati
 * p (two-sided, against 0.5): t0 = (theta - 0.5) / se,
   p = min(1, 2 min(#{t* >= t0} + 1, #{t* <= t0} + 1) / (B + 1)), so p < 0.05 exactly when
   0.5 is outside the 95 % interval (up to the +1).
-* When se = 0 (every decision on every prompt the same way) or more than half of the
-  resamples are undefined, the percentile interval of theta* and its percentile p are used
-  instead (``method`` says which).
+* When se = 0 (e.g. every decision correct) the bootstrap is degenerate: the exact
+  Clopper-Pearson interval and binomial test are used on the prompts as units, round(theta m)
+  of the m prompts with a decision (``"exact-on-prompts"``); when more than half of the
+  resamples have an undefined t*, the percentile interval of theta* and its percentile p
+  (``"cluster-bootstrap-percentile"``). ``method`` says which.
 
 Draws: per block of up to 1,000 resamples, for each stratum in ascending order,
 ``rng.integers(0, n_s, (block, n_s))``; every target (rows of ``correct``) shares them.
@@ -38,10 +40,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from quantfid.analysis import bootstrap
+from quantfid.analysis.binomial import clopper_pearson, sign_test_p
 
 BLOCK = 1000
 STUDENTIZED = "cluster-bootstrap-t"
 PERCENTILE = "cluster-bootstrap-percentile"
+EXACT = "exact-on-prompts"
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,12 @@ def cluster_cis(correct: np.ndarray, decided: np.ndarray, strata: np.ndarray, n_
             hi = float(np.clip(theta[t] - q_lo * se[t], 0.0, 1.0))
             p = _equal_tail_p(ok, (theta[t] - null) / se[t])
             out.append(ClusterCI(lo, hi, p, float(se[t]), STUDENTIZED))
+        elif se[t] == 0:
+            units = int((m[t, :, 1] > 0).sum())
+            k = round(float(theta[t]) * units)
+            lo_c, hi_c = clopper_pearson(k, units)
+            out.append(ClusterCI(float(lo_c), float(hi_c), float(sign_test_p(k, units)), 0.0,
+                                 EXACT))
         else:
             lo_, hi_ = bootstrap.percentile_ci(b_theta[:, t])
             out.append(ClusterCI(lo_, hi_, percentile_p(b_theta[:, t], null), float(se[t]),

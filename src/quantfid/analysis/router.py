@@ -12,8 +12,9 @@ are ``ties``: reported, and left out of ``decided`` and of the accuracy (correct
   both in the silent zone ``silent_rule`` of the ``"mean"`` score): pairs share prompts, so
   the CI and p come from a cluster bootstrap over prompts (``cluster.py``: resample prompts
   within benchmarks, keep every pair's decisions on them; studentized interval and p against
-  0.5; ``method`` = ``"cluster-bootstrap-t"``, or ``"cluster-bootstrap-percentile"`` where
-  the standard error is 0). One draw serves all pooled targets.
+  0.5; ``method`` = ``"cluster-bootstrap-t"``, or a stated fallback where the bootstrap is
+  degenerate). One draw serves all pooled targets. A pooled target made of a single pair is
+  that pair's exact result (its decisions are on distinct prompts).
 """
 
 from __future__ import annotations
@@ -160,7 +161,11 @@ def route(cohort: Cohort, silent: np.ndarray | None = None, silent_rule: str | N
     decided_pp = np.stack([np.where(m, s[0] - s[1], 0) for m, s in zip(masks, sources, strict=True)])
     cis = cluster_cis(correct, decided_pp, pd.bench, n_boot, rng)
     labels = ["pooled", *pd.benchmarks] + (["pooled_silent"] if silent is not None else [])
-    stats = [_pooled(lab, np.where(m, s, 0).sum(axis=1), ci) for lab, m, s, ci in
-             zip(labels, masks, sources, cis, strict=True)]
+    n_pairs = [len(dec.ia)] * (1 + len(pd.benchmarks))
+    if silent is not None:
+        n_pairs.append(int((silent[dec.ia] & silent[dec.ib]).sum()))
+    stats = [RouterStat.of(lab, *map(int, np.where(m, s, 0).sum(axis=1))) if k == 1 else
+             _pooled(lab, np.where(m, s, 0).sum(axis=1), ci) for lab, m, s, ci, k in
+             zip(labels, masks, sources, cis, n_pairs, strict=True)]
     return RouterResult(stats[0], stats[1:1 + len(pd.benchmarks)], pairs,
                         stats[-1] if silent is not None else None, silent_rule)
