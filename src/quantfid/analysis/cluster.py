@@ -89,10 +89,10 @@ def resample_sums(moments: np.ndarray, strata: np.ndarray, n_boot: int,
 
 
 def _theta_se(sums: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    tot = sum(sums)
+    tot = np.sum(sums, axis=0)  # (..., 5)
     with np.errstate(invalid="ignore", divide="ignore"):
         theta = tot[..., 0] / tot[..., 1]
-        var = sum(_stratum_var(s, theta, n) for s, n in zip(sums, sizes, strict=True))
+        var = np.sum([_stratum_var(s, theta, n) for s, n in zip(sums, sizes, strict=True)], axis=0)
         se = np.sqrt(var) / tot[..., 1]
     return theta, se
 

@@ -167,7 +167,7 @@ def _zone_finding(x: _Ctx, z: dict[str, Any]) -> str:
 
 
 def _headline(x: _Ctx, ranks: bool, n: int, z: dict[str, Any] | None) -> str:
-    base = f"{x.label[0].upper()}{x.label[1:]}"
+    base = w.capital(x.label)
     what = w.score_label(x.score)
     if not ranks:
         return f"{base} does not reliably order these {n} quants by {what}."
@@ -205,7 +205,8 @@ def _router(x: _Ctx) -> None:
     text = (f"Routing: for two quants, picking the one with the lower per-prompt KLD on the "
             f"prompts where exactly one passes is right {w.pct(pooled['accuracy'])} of the time "
             f"({w.interval(pooled['ci_low'], pooled['ci_high'], w.pct)}, "
-            f"{pooled['decided']:,} decisions over {len(r.get('pairs', []))} pairs): "
+            f"{w.count(pooled['decided'], 'decision')} over "
+            f"{w.count(len(r.get('pairs', [])), 'pair')}): "
             f"{x.flags['router']}; 50 % is a coin toss")
     rs = r.get("pooled_silent")
     if rs and rs.get("accuracy") is not None and rs.get("ci_low") is not None:
@@ -263,12 +264,6 @@ def verdict(result: Any) -> Verdict:
     mine = [c for c in corr if (c["metric"], c["corpus"], c["ctx"], c["score"])
             == (stat, corpus, ctx, score)]
     full = next((c for c in mine if c["subset"] == "full"), None)
-    if full is None or full.get("rho") is None:
-        n = 0 if full is None else full["n"]
-        return Verdict(f"Too few quants ({n}) to tell whether {x.label} orders them by "
-                       f"{w.score_label(score)}.",
-                       (f"Spearman's rho needs at least 3 quants with both values and some "
-                        f"spread; this cohort has {n}.",), x.flags, tuple(_numerics(j)))
     return _judge(x, mine, full)
 
 
@@ -277,37 +272,50 @@ def _numerics(j: dict[str, Any]) -> list[str]:
                                         .get("warnings") or [])]
 
 
-def _judge(x: _Ctx, mine: list[dict[str, Any]], full: dict[str, Any]) -> Verdict:
-    ranks = _significant(full, x.sign)
-    x.flags["ranks_full_cohort"] = ranks
-    better = "lower" if x.sign < 0 else "higher"
-    x.findings.append(
-        f"Over all {full['n']} quants: Spearman's rho between {x.label} and "
-        f"{w.score_label(x.score)} = {_rho(full)}; a useful {better}-is-better metric has a "
-        f"{'negative' if x.sign < 0 else 'positive'} rho.")
+def _judge(x: _Ctx, mine: list[dict[str, Any]], full: dict[str, Any] | None) -> Verdict:
+    n = 0 if full is None else int(full["n"])
+    defined = full is not None and full.get("rho") is not None
+    ranks = defined and _significant(full, x.sign)
+    if defined and full is not None:
+        x.flags["ranks_full_cohort"] = ranks
+        better = "lower" if x.sign < 0 else "higher"
+        x.findings.append(
+            f"Over all {n} quants: Spearman's rho between {x.label} and "
+            f"{w.score_label(x.score)} = {_rho(full)}; a useful {better}-is-better metric has a "
+            f"{'negative' if x.sign < 0 else 'positive'} rho.")
+    else:
+        x.findings.append(f"Spearman's rho needs at least 3 quants with both values and some "
+                          f"spread; this cohort has {n}.")
     silent = {c["rule"]: c for c in mine if c["subset"] == "silent"}
-    zones = [_zone(x, r, silent.get(r), full["n"]) for r in RULE_ORDER if r in silent]
+    zones = [_zone(x, r, silent.get(r), n) for r in RULE_ORDER if r in silent]
     x.flags["zone_status"] = {z["rule"]: z["status"] for z in zones}
     x.flags["silent_by_rule"] = {
         z["rule"]: (None if z["status"] in ("unresolved", "empty") or not _testable(z) else
                     not _significant(z["entry"])) for z in zones}
     pick = _pick(zones)
     x.flags["headline_rule"] = None if pick is None else pick["rule"]
-    headline = _headline(x, ranks, full["n"], pick)
+    headline = (_headline(x, ranks, n, pick) if defined else
+                f"Too few quants ({n}) to tell whether {x.label} orders them by "
+                f"{w.score_label(x.score)}.")
     if pick is not None and pick["status"] != "empty":
         x.findings.append(_zone_finding(x, pick))
-        if pick["status"] == "unresolved" and pick.get("mde") is not None:
-            x.caveats.append(
-                f"Unresolved near-reference zone: a quant in it may lose up to "
-                f"{pick['mde']:.3f} accuracy ({w.pct(pick.get('mde_relative'))} of the "
-                "reference's score) without the benchmark noticing; do not read \"in the zone\" "
-                "as \"as good as the reference\".")
-        elif pick["status"] == "unresolved":
-            x.caveats.append("Unresolved near-reference zone: at this rate of disagreement with "
-                             "the reference the benchmark sample could not detect any drop; do "
-                             "not read \"in the zone\" as \"as good as the reference\".")
+        _unresolved_caveat(x, pick)
     _failure(x)
     _router(x)
     _noise_floor(x)
     x.caveats.extend(_numerics(x.j))
     return Verdict(headline, tuple(x.findings), x.flags, tuple(x.caveats))
+
+
+def _unresolved_caveat(x: _Ctx, pick: dict[str, Any]) -> None:
+    if pick["status"] != "unresolved":
+        return
+    if pick.get("mde") is not None:
+        x.caveats.append(
+            f"Unresolved near-reference zone: a quant in it may lose up to {pick['mde']:.3f} "
+            f"accuracy ({w.pct(pick.get('mde_relative'))} of the reference's score) without the "
+            "benchmark noticing; do not read \"in the zone\" as \"as good as the reference\".")
+    else:
+        x.caveats.append("Unresolved near-reference zone: at this rate of disagreement with the "
+                         "reference the benchmark sample could not detect any drop; do not read "
+                         "\"in the zone\" as \"as good as the reference\".")

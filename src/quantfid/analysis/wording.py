@@ -62,11 +62,19 @@ def num(x: float | None, digits: int = 2) -> str:
 
 
 def pct(x: float | None, digits: int | None = None) -> str:
-    """A fraction as a percentage: whole percent, one decimal below 10 %."""
+    """A fraction as a percentage: whole percent, one decimal below 10 % (none if it is 0)."""
     if x is None:
         return "n/a"
     d = digits if digits is not None else (1 if abs(x) < 0.1 else 0)
-    return f"{100 * x:.{d}f} %"
+    text = f"{100 * x:.{d}f}"
+    if digits is None and "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text} %"
+
+
+def capital(text: str) -> str:
+    """The text with its first letter upper-case (the rest unchanged)."""
+    return text[:1].upper() + text[1:]
 
 
 def interval(lo: float | None, hi: float | None,

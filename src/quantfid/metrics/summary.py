@@ -40,6 +40,7 @@ not). ``ci_method`` names the resampling that produced them:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -411,7 +412,7 @@ def _series_block_length(series: np.ndarray, sizes: list[int], nll: bool) -> int
     """The larger Politis-White block length of per-token KLD and (with NLLs) NLL difference."""
     bounds = np.cumsum([0, *sizes])
     rows = series if nll else series[:1]
-    return max(block_length([row[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+    return max(block_length([row[a:b] for a, b in itertools.pairwise(bounds)])
                for row in rows)
 
 
