@@ -10,7 +10,7 @@ paradox); the stratified row is the one to read, the pooled one is a labelled ex
   = exp(L_b), L_b = mean ln KLD_failed - mean ln KLD_passed. A KLD <= ``KLD_FLOOR`` = 1e-10
   nats is raised to it before the logarithm (``n_floored`` counts them). ``auroc`` =
   P(KLD_failed > KLD_passed) + P(tie) / 2 = U / (n_f n_p); ``p``: two-sided Mann-Whitney
-  (``scipy.stats.mannwhitneyu``, method "auto").
+  (as ``scipy.stats.mannwhitneyu``, method "auto": ``van_elteren.mann_whitney``).
 * ``"stratified"`` over the benchmarks counted in ``"mean"`` (each prompt once) that have both
   failed and passed prompts: ratio = exp(sum_b w_b L_b / sum_b w_b) and auroc = sum_b w_b
   AUROC_b / sum_b w_b with w_b = n_f,b n_p,b / (n_b + 1), n_b = n_f,b + n_p,b (van Elteren's
@@ -32,11 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from quantfid.analysis import bootstrap
 from quantfid.analysis.cohort import Cohort, PromptData
-from quantfid.analysis.van_elteren import van_elteren
+from quantfid.analysis.van_elteren import mann_whitney, van_elteren
 
 KLD_FLOOR = 1e-10
 SUBSETS: tuple[str, ...] = ("all", "ref_passed")
@@ -183,13 +182,19 @@ def _stratified(lr: np.ndarray, nf: np.ndarray, na: np.ndarray) -> np.ndarray:
         return np.where(tot > 0, (w * np.nan_to_num(lr)).sum(axis=-1) / tot, np.nan)
 
 
-def _ci(log_values: np.ndarray) -> tuple[float | None, float | None]:
-    lo, hi = bootstrap.percentile_ci(log_values)
-    return (None if lo is None else float(np.exp(lo)), None if hi is None else float(np.exp(hi)))
+def _cis(log_values: np.ndarray) -> np.ndarray:
+    """(2, ...) exp of the percentile interval of every column of (n_boot, ...) log values."""
+    lo, hi = bootstrap.percentile_cis(log_values)
+    return np.exp(np.stack([lo, hi]))
+
+
+def _pair(ci: np.ndarray) -> tuple[float | None, float | None]:
+    return (None, None) if not np.isfinite(ci).all() else (float(ci[0]), float(ci[1]))
 
 
 def _one(name: str, subset: str, bench: str, kld: np.ndarray, logk: np.ndarray,
-         failed: np.ndarray, passed: np.ndarray, boot_lr: np.ndarray) -> FailurePrediction:
+         failed: np.ndarray, passed: np.ndarray,
+         ci: tuple[float | None, float | None]) -> FailurePrediction:
     """A per-benchmark or pooled row over the prompts ``failed | passed``."""
     nfl = int((kld[failed | passed] <= KLD_FLOOR).sum())
     nf, np_ = int(failed.sum()), int(passed.sum())
@@ -197,13 +202,10 @@ def _one(name: str, subset: str, bench: str, kld: np.ndarray, logk: np.ndarray,
         return FailurePrediction(name, subset, nf, np_, None, None, None, None, None, None,
                                  None, None, nfl, bench)
     lf, lp = logk[failed], logk[passed]
-    mw = stats.mannwhitneyu(kld[failed], kld[passed], alternative="two-sided")
-    u = float(mw.statistic)
-    lo, hi = _ci(boot_lr)
+    u, p = mann_whitney(kld[failed], kld[passed])
     return FailurePrediction(name, subset, nf, np_, float(np.exp(lf.mean())),
                              float(np.exp(lp.mean())), float(np.exp(lf.mean() - lp.mean())),
-                             lo, hi, u / (nf * np_), u, float(mw.pvalue), nfl, bench,
-                             "mann-whitney")
+                             ci[0], ci[1], u / (nf * np_), u, p, nfl, bench, "mann-whitney")
 
 
 def failure_prediction(cohort: Cohort, *, n_boot: int, rng: np.random.Generator) -> FailureResult:
@@ -222,6 +224,7 @@ def failure_prediction(cohort: Cohort, *, n_boot: int, rng: np.random.Generator)
     pooled = sums[..., strata, :].sum(axis=2)  # (n_boot, S, 4)
     boot_pool = _log_ratio(*(pooled[..., i] for i in range(4)))
     in_mean = np.isin(pd.bench, strata)
+    ci_b, ci_s, ci_p = _cis(lr), _cis(boot_strat), _cis(boot_pool)  # (2, S, B), (2, S), (2, S)
     rows: list[FailurePrediction] = []
     for j, sp in enumerate(specs):
         name, kld = cohort.quants[sp.q], pd.kld[sp.q]
@@ -229,17 +232,17 @@ def failure_prediction(cohort: Cohort, *, n_boot: int, rng: np.random.Generator)
         for k, b in enumerate(pd.benchmarks):
             inb = pd.bench == k
             rows.append(_one(name, sp.subset, b, kld, logk[sp.q], failed & inb, passed & inb,
-                             lr[:, j, k]))
+                             _pair(ci_b[:, j, k])))
         rows.append(_stratified_row(name, sp.subset, kld, logk[sp.q], failed & in_mean,
-                                    passed & in_mean, pd.bench, strata, boot_strat[:, j]))
+                                    passed & in_mean, pd.bench, strata, _pair(ci_s[:, j])))
         rows.append(_one(name, sp.subset, POOLED, kld, logk[sp.q], failed & in_mean,
-                         passed & in_mean, boot_pool[:, j]))
+                         passed & in_mean, _pair(ci_p[:, j])))
     return FailureResult(rows)
 
 
 def _stratified_row(name: str, subset: str, kld: np.ndarray, logk: np.ndarray,
                     failed: np.ndarray, passed: np.ndarray, bench: np.ndarray,
-                    strata: np.ndarray, boot: np.ndarray) -> FailurePrediction:
+                    strata: np.ndarray, ci: tuple[float | None, float | None]) -> FailurePrediction:
     nfl = int((kld[failed | passed] <= KLD_FLOOR).sum())
     nf, np_ = int(failed.sum()), int(passed.sum())
     lrs, aucs, ws = [], [], []
@@ -257,9 +260,8 @@ def _stratified_row(name: str, subset: str, kld: np.ndarray, logk: np.ndarray,
         return FailurePrediction(name, subset, nf, np_, None, None, None, None, None, None,
                                  None, None, nfl, STRATIFIED)
     w = np.array(ws)
-    lo, hi = _ci(boot)
     ve = van_elteren(groups_f, groups_p)
     return FailurePrediction(name, subset, nf, np_, None, None,
-                             float(np.exp(np.dot(w, lrs) / w.sum())), lo, hi,
+                             float(np.exp(np.dot(w, lrs) / w.sum())), ci[0], ci[1],
                              float(np.dot(w, aucs) / w.sum()), None, ve.p, nfl, STRATIFIED,
                              "van-elteren")
