@@ -30,6 +30,9 @@ study measures one), this module resamples *within* the windows:
   n tokens and takes the mean over its k x length tokens. The same draws serve every row of
   ``values`` (KLD and NLL difference resampled together).
 
+* ``window_bootstrap_means(blocks, n_boot, rng)``: the bootstrap over whole windows, used when
+  there are enough windows (``summary.MIN_WINDOWS``).
+
 The percentile interval of those means is the 95 % CI (``summary.py``); its coverage is
 checked by simulation in ``tests/metrics/test_metrics_blocks.py`` and stated in
 ``docs/statistics.md``.
@@ -37,6 +40,7 @@ checked by simulation in ``tests/metrics/test_metrics_blocks.py`` and stated in
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -132,3 +136,31 @@ def block_bootstrap_means(values: np.ndarray, windows: Sequence[int], length: in
         starts = rng.integers(0, n, size=(m, k))  # (m, k)
         out[:, lo:lo + m] = sums[:, starts].sum(axis=2) / (k * length)
     return out
+
+
+def window_bootstrap_means(blocks: np.ndarray, n_boot: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The bootstrap over whole windows: ``blocks`` (3, n_blocks) = per-window KLD sum, NLL
+    difference sum, token count; each resample draws n_blocks windows with replacement and
+    takes the token-weighted means (n_boot,) of KLD and NLL difference."""
+    n_blocks = blocks.shape[1]
+    step = max(1, _CELLS // n_blocks)
+    kld = np.empty(n_boot)
+    diff = np.empty(n_boot)
+    for lo in range(0, n_boot, step):
+        m = min(step, n_boot - lo)
+        idx = rng.integers(0, n_blocks, size=(m, n_blocks))
+        # sum over drawn blocks = weighted count per block; bincount on flattened rows
+        counts = np.bincount((idx + n_blocks * np.arange(m)[:, None]).ravel(),
+                             minlength=m * n_blocks).reshape(m, n_blocks).astype(np.float64)
+        tot = counts @ blocks.T  # (m, 3)
+        kld[lo:lo + m] = tot[:, 0] / tot[:, 2]
+        diff[lo:lo + m] = tot[:, 1] / tot[:, 2]
+    return kld, diff
+
+
+def series_block_length(rows: np.ndarray, sizes: Sequence[int]) -> int:
+    """The largest Politis-White block length over the rows of ``rows`` (R, n), windows laid
+    end to end with ``sizes``."""
+    bounds = np.cumsum([0, *sizes])
+    return max(block_length([row[a:b] for a, b in itertools.pairwise(bounds)]) for row in rows)

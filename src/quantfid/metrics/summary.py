@@ -40,7 +40,6 @@ not). ``ci_method`` names the resampling that produced them:
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -48,7 +47,11 @@ from typing import Any
 import numpy as np
 
 from quantfid.errors import MismatchError, QuantfidError
-from quantfid.metrics.blocks import block_bootstrap_means, block_length
+from quantfid.metrics.blocks import (
+    block_bootstrap_means,
+    series_block_length,
+    window_bootstrap_means,
+)
 from quantfid.metrics.types import STATS_KEYS, TokenMetrics
 
 BUCKET_EDGES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.95, 1.0)
@@ -56,7 +59,6 @@ PERCENTILES: dict[str, float] = {"kld_p90": 0.90, "kld_p95": 0.95, "kld_p99": 0.
                                  "kld_p99_9": 0.999}
 CI_LEVEL = 0.95
 MIN_WINDOWS = 10  # fewer windows: resample blocks of tokens within them
-_BOOT_CELLS = 1 << 22  # resample indices drawn per vectorised step (n_resamples x n_blocks)
 
 # running sums kept by the accumulator (x2: sum of squares, nll_qr: sum of nll_q * nll_ref)
 _SUM_KEYS = ("kld", "kld2", "rkld", "jsd", "nll_q", "nll_q2", "nll_ref", "nll_ref2", "nll_qr",
@@ -299,25 +301,6 @@ class Parts:
         return np.stack([kld[order], diff[order]]), sizes
 
 
-def _bootstrap(blocks: np.ndarray, n_boot: int, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Resampled token-weighted means of KLD and NLL difference, shape (n_boot,) each."""
-    n_blocks = blocks.shape[1]
-    step = max(1, _BOOT_CELLS // n_blocks)
-    kld = np.empty(n_boot)
-    diff = np.empty(n_boot)
-    for lo in range(0, n_boot, step):
-        m = min(step, n_boot - lo)
-        idx = rng.integers(0, n_blocks, size=(m, n_blocks))
-        # sum over drawn blocks = weighted count per block; bincount on flattened rows
-        counts = np.bincount((idx + n_blocks * np.arange(m)[:, None]).ravel(),
-                             minlength=m * n_blocks).reshape(m, n_blocks).astype(np.float64)
-        tot = counts @ blocks.T  # (m, 3)
-        kld[lo:lo + m] = tot[:, 0] / tot[:, 2]
-        diff[lo:lo + m] = tot[:, 1] / tot[:, 2]
-    return kld, diff
-
-
 def _ci(values: np.ndarray) -> tuple[float, float]:
     a = (1 - CI_LEVEL) / 2
     lo, hi = np.quantile(values, [a, 1 - a])
@@ -391,12 +374,12 @@ def _intervals(parts: Parts, blocks: np.ndarray, n_boot: int,
         return {}
     gen = rng if rng is not None else np.random.default_rng(0)
     if n_windows >= MIN_WINDOWS:
-        bk, bd = _bootstrap(blocks, n_boot, gen)
+        bk, bd = window_bootstrap_means(blocks, n_boot, gen)
         method = "window-bootstrap" if parts.block_ids else "token-bootstrap"
         length = None
     elif parts.n > 10 and n_windows >= 1:
         series, sizes = parts.series()  # (2, n)
-        length = _series_block_length(series, sizes, parts.present["nll"])
+        length = series_block_length(series if parts.present["nll"] else series[:1], sizes)
         bk, bd = block_bootstrap_means(series, sizes, length, n_boot, gen)
         method = "moving-block-bootstrap"
     else:
@@ -406,14 +389,6 @@ def _intervals(parts: Parts, blocks: np.ndarray, n_boot: int,
     if parts.present["nll"]:
         out["ln_ppl_ratio_ci_low"], out["ln_ppl_ratio_ci_high"] = _ci(bd)
     return out
-
-
-def _series_block_length(series: np.ndarray, sizes: list[int], nll: bool) -> int:
-    """The larger Politis-White block length of per-token KLD and (with NLLs) NLL difference."""
-    bounds = np.cumsum([0, *sizes])
-    rows = series if nll else series[:1]
-    return max(block_length([row[a:b] for a, b in itertools.pairwise(bounds)])
-               for row in rows)
 
 
 def summarize(tm: TokenMetrics, windows: np.ndarray | None = None, *, n_boot: int = 1000,
