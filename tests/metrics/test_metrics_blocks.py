@@ -11,6 +11,7 @@ from quantfid.metrics import TokenMetrics, summarize
 from quantfid.metrics.blocks import (
     autocovariance,
     block_bootstrap_means,
+    block_bootstrap_t,
     block_length,
     circular_block_sums,
 )
@@ -65,6 +66,17 @@ def test_block_bootstrap_draws_are_block_sums() -> None:
     assert means == pytest.approx(want, rel=1e-12)
 
 
+def test_studentized_interval_against_a_loop() -> None:
+    x = np.random.default_rng(5).gamma(1.0, 0.1, (1, 40))
+    got = block_bootstrap_t(x, [40], 4, 300, np.random.default_rng(2))[0]
+    means = np.array([np.concatenate([x[0], x[0]])[s:s + 4].mean() for s in range(40)])
+    se = np.sqrt(means.var() / 10)
+    starts = np.random.default_rng(2).integers(0, 40, size=(300, 10))
+    t = [(means[row].mean() - x.mean()) / np.sqrt(means[row].var() / 10) for row in starts]
+    q_lo, q_hi = np.quantile(t, [0.025, 0.975])
+    assert got == pytest.approx([x.mean() - q_hi * se, x.mean() - q_lo * se], rel=1e-10)
+
+
 def test_coverage_of_the_moving_block_interval() -> None:
     """Seeded simulation: one window of 1,024 autocorrelated log-normal per-token KLDs (AR(1)
     phi = 0.5 on the log scale, like hard passages raising KLD for a while). The 95 %
@@ -77,15 +89,11 @@ def test_coverage_of_the_moving_block_interval() -> None:
     hits, hits_iid = 0, 0
     for r in range(reps):
         length = block_length([x[r]])
-        for b, counter in ((length, "block"), (1, "iid")):
-            m = block_bootstrap_means(x[r][None, :], [n], b, 400, rng)[0]
-            lo, hi = np.quantile(m, [0.025, 0.975])
-            ok = int(lo <= truth <= hi)
-            if counter == "block":
-                hits += ok
-            else:
-                hits_iid += ok
-    assert 0.88 <= hits / reps <= 0.98, hits / reps
+        lo, hi = block_bootstrap_t(x[r][None, :], [n], length, 400, rng)[0]
+        hits += int(lo <= truth <= hi)
+        lo, hi = block_bootstrap_t(x[r][None, :], [n], 1, 400, rng)[0]
+        hits_iid += int(lo <= truth <= hi)
+    assert 0.90 <= hits / reps <= 0.98, hits / reps
     assert hits_iid / reps < 0.85, hits_iid / reps
 
 

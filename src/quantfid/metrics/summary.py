@@ -30,11 +30,11 @@ not). ``ci_method`` names the resampling that produced them:
   each resample draws as many windows as there are, with replacement, and takes the
   token-weighted mean (sum over drawn windows / tokens drawn).
 - ``"token-bootstrap"``: the same when no window ids were given (every token its own block).
-- ``"moving-block-bootstrap"`` (fewer windows, more than 10 tokens): the circular
-  moving-block bootstrap within windows (``quantfid.metrics.blocks``), block length
-  ``ci_block_tokens`` = the larger of the Politis-White automatic lengths of per-token KLD
-  and of the per-token NLL difference (capped at the shortest window). A window's tokens are
-  taken in the order they were added.
+- ``"moving-block-bootstrap"`` (fewer windows, more than 10 tokens): the studentized circular
+  moving-block bootstrap within windows (``quantfid.metrics.blocks.block_bootstrap_t``), block
+  length ``ci_block_tokens`` = the larger of the Politis-White automatic lengths of per-token
+  KLD and of the per-token NLL difference (capped at the shortest window). A window's tokens
+  are taken in the order they were added.
 - None: no interval (n_boot = 0, one window of <= 10 tokens, or a single token block).
 """
 
@@ -48,7 +48,7 @@ import numpy as np
 
 from quantfid.errors import MismatchError, QuantfidError
 from quantfid.metrics.blocks import (
-    block_bootstrap_means,
+    block_bootstrap_t,
     series_block_length,
     window_bootstrap_means,
 )
@@ -370,24 +370,25 @@ def _intervals(parts: Parts, blocks: np.ndarray, n_boot: int,
                rng: np.random.Generator | None) -> dict[str, Any]:
     """The bootstrap CIs of mean KLD and ln PPL ratio, and the method that made them."""
     n_windows = int(blocks.shape[1])
-    if n_boot <= 0:
+    if n_boot <= 0 or n_windows < 1:
         return {}
     gen = rng if rng is not None else np.random.default_rng(0)
+    out: dict[str, Any] = {}
     if n_windows >= MIN_WINDOWS:
         bk, bd = window_bootstrap_means(blocks, n_boot, gen)
-        method = "window-bootstrap" if parts.block_ids else "token-bootstrap"
-        length = None
-    elif parts.n > 10 and n_windows >= 1:
+        out["ci_method"] = "window-bootstrap" if parts.block_ids else "token-bootstrap"
+        kld, diff = _ci(bk), _ci(bd)
+    elif parts.n > 10:
         series, sizes = parts.series()  # (2, n)
         length = series_block_length(series if parts.present["nll"] else series[:1], sizes)
-        bk, bd = block_bootstrap_means(series, sizes, length, n_boot, gen)
-        method = "moving-block-bootstrap"
+        ci = block_bootstrap_t(series, sizes, length, n_boot, gen, CI_LEVEL)  # (2, 2)
+        out.update({"ci_method": "moving-block-bootstrap", "ci_block_tokens": length})
+        kld, diff = (float(ci[0, 0]), float(ci[0, 1])), (float(ci[1, 0]), float(ci[1, 1]))
     else:
         return {}
-    out: dict[str, Any] = {"ci_method": method, "ci_block_tokens": length}
-    out["kld_mean_ci_low"], out["kld_mean_ci_high"] = _ci(bk)
+    out["kld_mean_ci_low"], out["kld_mean_ci_high"] = kld
     if parts.present["nll"]:
-        out["ln_ppl_ratio_ci_low"], out["ln_ppl_ratio_ci_high"] = _ci(bd)
+        out["ln_ppl_ratio_ci_low"], out["ln_ppl_ratio_ci_high"] = diff
     return out
 
 
