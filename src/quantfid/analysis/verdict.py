@@ -167,7 +167,7 @@ def _zone_finding(x: _Ctx, z: dict[str, Any]) -> str:
 
 
 def _headline(x: _Ctx, ranks: bool, n: int, z: dict[str, Any] | None) -> str:
-    base = w.capital(x.label)
+    base = w.capital(x.label) if x.stat in w.STAT_NAMES else x.label
     what = w.score_label(x.score)
     if not ranks:
         return f"{base} does not reliably order these {n} quants by {what}."

@@ -34,7 +34,9 @@ def metric_label(stat: str, corpus: Any = None, ctx: Any = None) -> str:
 
 
 def score_label(score: str) -> str:
-    return "the mean benchmark score" if score == "mean" else f"the {score} score"
+    if score == "mean":
+        return "the mean benchmark score"
+    return f"the {score}" if "score" in score.lower() else f"the {score} score"
 
 
 def rule_label(rule: str, *, band: float | None = None, k: int | None = None,
@@ -43,8 +45,9 @@ def rule_label(rule: str, *, band: float | None = None, k: int | None = None,
     if rule == "paired":
         return "the quants a paired test cannot tell from the reference"
     if rule == "band":
-        pct = "" if band is None else f" {100 * (1 - band):.3g} %"
-        return f"the quants scoring within{pct} of the reference"
+        if band is None:
+            return "the quants scoring within the band of the reference"
+        return f"the quants scoring within {100 * (1 - band):.3g} % of the reference"
     if rule == "lowest_k":
         return f"the {k if k is not None else 'k'} quants with the {best} {metric}"
     return rule
