@@ -26,14 +26,14 @@ def test_selection_restricts_models_variants_benchmarks(small_ws: Workspace) -> 
     assert {(v.corpus, v.ctx) for v in c.variants} == {("wiki", 512), ("prompts", None)}
     assert c.prompts is not None and c.prompts.benchmarks == ["arc", "code"]
     assert list(c.scores) == ["arc", "code", "mean"]
-    j = run_all(small_ws, n_boot=50, select=sel).to_json()
+    j = run_all(small_ws, n_boot=20, select=sel).to_json()
     assert j["cohort"]["quants"] == keep and j["cohort"]["selection"]["models"] == keep
     assert {r["model"] for r in j["failure_prediction"]["rows"]} == set(keep)
     assert {b["benchmark"] for b in j["router"]["per_benchmark"]} == {"arc", "code"}
     # the other quants do not change the selected cohort's numbers
     mean_arc = {r["model"]: r["scores"]["arc"]["accuracy"] for r in j["cohort"]["rows"]}
     whole = {r["model"]: r["scores"]["arc"]["accuracy"]
-             for r in run_all(small_ws, n_boot=50).to_json()["cohort"]["rows"]}
+             for r in run_all(small_ws, n_boot=20).to_json()["cohort"]["rows"]}
     assert all(whole[m] == mean_arc[m] for m in keep)
 
 
@@ -47,16 +47,16 @@ def test_selection_of_unknown_names_is_an_error(small_ws: Workspace, sel: Select
 
 
 def test_k_zero_or_none_is_automatic(small_ws: Workspace) -> None:
-    auto = run_all(small_ws, n_boot=50, k=None).to_json()
-    zero = run_all(small_ws, n_boot=50, k=0).to_json()
+    auto = run_all(small_ws, n_boot=20, k=None).to_json()
+    zero = run_all(small_ws, n_boot=20, k=0).to_json()
     paired = len(auto["silent_zone"]["mean"]["paired"])
     assert auto["cohort"]["settings"]["k"]["mean"] == paired == zero["cohort"]["settings"]["k"]["mean"]
     assert zero["cohort"]["settings"]["k_automatic"] is True
     assert zero["silent_zone"] == auto["silent_zone"]
-    three = run_all(small_ws, n_boot=50, k=3).to_json()
+    three = run_all(small_ws, n_boot=20, k=3).to_json()
     assert len(three["silent_zone"]["mean"]["lowest_k"]) == 3
     with pytest.raises(QuantfidError, match="k must be"):
-        run_all(small_ws, n_boot=50, k=-1)
+        run_all(small_ws, n_boot=20, k=-1)
 
 
 def test_noise_floor_table_and_overlap(tmp_path: Path, small_ws: Workspace) -> None:
@@ -81,7 +81,7 @@ def test_noise_floor_table_and_overlap(tmp_path: Path, small_ws: Workspace) -> N
     lo = c.metric_ci[key][0]
     assert np.array_equal(flags == 1, lo <= best["kld_mean"] * 1.6)
     assert flags[c.quants.index(best["model"])] == 1 and flags.sum() < len(c.quants)
-    j = run_all(ws, n_boot=50).to_json()
+    j = run_all(ws, n_boot=20).to_json()
     rows_j = {r["model"]: r["metrics"][key]["within_noise_floor"] for r in j["cohort"]["rows"]}
     assert rows_j[best["model"]] is True
     assert j["cohort"]["noise_floor"][key]["method"] == "bf16"

@@ -26,7 +26,8 @@ table of per-quant aggregates. Everything downstream works on a ``Cohort``.
   approximation treating benchmarks as independent binomials,
   se = sqrt(sum_b p_b (1 - p_b) / N_b) / B; metric CIs as stored (``kld_mean_ci_low/high``,
   ``ln_ppl_ratio_ci_low/high``) with the method that made them (the row's ``ci_method``;
-  "window-bootstrap" for rows written before that column existed).
+  for rows without that column: "moving-block-bootstrap" for one window, "window-bootstrap"
+  for ten or more, else "unrecorded").
 """
 
 from __future__ import annotations
@@ -226,6 +227,15 @@ def _load_fidelity(ws: Workspace, ref: str, quants: list[str], warnings: list[st
     return out
 
 
+def _inferred_ci_method(cols: dict[str, list[Any]], r: int) -> str:
+    """A row written without ``ci_method``: one window can only be the moving-block bootstrap,
+    ten or more the window bootstrap; otherwise the method was not recorded."""
+    n = cols.get("n_windows", [None] * (r + 1))[r]
+    if n == 1:
+        return "moving-block-bootstrap"
+    return "window-bootstrap" if n is not None and n >= 10 else "unrecorded"
+
+
 def _load_ci(out: _Fidelity, key: str, stat: str, cols: dict[str, list[Any]],
              rows: dict[int, int], nq: int) -> None:
     lo = np.full(nq, np.nan)
@@ -236,7 +246,7 @@ def _load_ci(out: _Fidelity, key: str, stat: str, cols: dict[str, list[Any]],
         hi[q] = _f(cols[f"{stat}_ci_high"][r])
         if np.isfinite(lo[q]):
             m = cols["ci_method"][r] if "ci_method" in cols else None
-            method[q] = str(m) if m is not None else "window-bootstrap"
+            method[q] = str(m) if m is not None else _inferred_ci_method(cols, r)
     out.cis[key] = (lo, hi)
     out.ci_method[key] = method
 

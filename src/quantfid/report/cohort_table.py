@@ -20,7 +20,8 @@ MARKS = {"paired": "P", "band": "B", "lowest_k": "K"}
 CI_WORDS = {"moving-block-bootstrap": "a moving-block bootstrap within the window(s), block "
                                       "length from the autocorrelation of per-token KLD",
             "window-bootstrap": "a bootstrap over windows",
-            "token-bootstrap": "a bootstrap over tokens"}
+            "token-bootstrap": "a bootstrap over tokens",
+            "unrecorded": "a bootstrap (method not recorded)"}
 
 
 def _g(x: float, sig: int) -> str:
@@ -95,7 +96,7 @@ def cohort_tables(a: dict[str, Any]) -> list[Block]:
     cols = ["quant", "bits/weight", "size MB", col_fid, *(["noise floor"] if floor else []),
             "near ref.", *main]
     ref = view.cohort(a).get("reference")
-    out: list[dict[str, Any]] = [{"quant": f"{ref} (reference)",
+    out: list[dict[str, Any]] = [{"quant": "reference",
                                   **{s: score_ci(view.reference_score(a, s), None, None)
                                      for s in main}}]
     for c in rows:
@@ -112,7 +113,7 @@ def cohort_tables(a: dict[str, Any]) -> list[Block]:
         out.append(d)
     found = {view.ci_method(c, key) for c in rows} if key else set()
     methods = sorted(CI_WORDS.get(m, m) for m in found if m)
-    cap = (f"Quants by bits per weight. {w.capital(stat)} "
+    cap = (f"Quants by bits per weight; reference: {ref}. {w.capital(stat)} "
            f"{w.where(prim.get('corpus'), prim.get('ctx')) if prim else ''}"
            + (f", 95 % interval from {' and '.join(methods)}" if methods else ", no interval")
            + (f"; noise floor {fmt(floor.get('value'))} ({floor.get('method') or floor.get('model')}): "
@@ -123,7 +124,7 @@ def cohort_tables(a: dict[str, Any]) -> list[Block]:
     blocks: list[Block] = [table_from_rows(out, cols, caption=cap, id="cohort-table",
                                            csv="csv/cohort.csv")]
     if rest:
-        more: list[dict[str, Any]] = [{"quant": f"{ref} (reference)",
+        more: list[dict[str, Any]] = [{"quant": "reference",
                  **{s: score_ci(view.reference_score(a, s), None, None) for s in rest}}]
         more += [{"quant": c.get("model"), **{s: score_ci(view.score_value(c, s), *view.score_ci(c, s))
                                              for s in rest}} for c in rows]
