@@ -3,10 +3,12 @@ the reverse construction does not; and the verdict says so with the numbers."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from quantfid.analysis import run_all, verdict
+from quantfid.analysis import make_cohort, run_all, verdict
 from quantfid.store.workspace import Workspace
 
 
@@ -33,10 +35,35 @@ def test_volume_cohort_collapses_in_silent_zone(volume_json: dict) -> None:
     dec = {(c["quantity"], c["benchmark"], c["rule"]): c for c in j["decomposition"]["correlations"]}
     assert dec[("volume", "composite", None)]["rho"] > 0.8
     assert j["decomposition"]["identity_holds"]
+    # the paired zone is resolved: its benchmark sees drops of well under 5 % of the score
+    res = j["resolution"]["scores"]["mean"]["paired"]
+    assert res["status"] == "resolved" and res["mde_relative"] < 0.05
     v = verdict(j)
-    assert "ranks the cohort" in v.headline and "not near baseline" in v.headline
-    assert f"{full['rho']:.2f}" in v.findings[0]
-    assert v.flags["ranks_full_cohort"] and all(v.flags["silent_by_rule"].values())
+    assert "orders these 30 quants" in v.headline and "but not among" in v.headline
+    assert "paired test" in v.headline and v.flags["headline_rule"] == "paired"
+    assert f"{full['rho']:.2f}" in v.findings[0] and "rho" in v.findings[0]
+    assert v.flags["ranks_full_cohort"] and v.flags["silent_by_rule"]["paired"] is True
+    assert "no detectable link" in v.findings[1]
+    for jargon in ("t-approximation", "lowest_k", "link persists", "permutation"):
+        assert jargon not in v.headline and all(jargon not in f for f in v.findings)
+
+
+def test_unresolved_zone_gives_no_finding(tmp_path: Path) -> None:
+    """Few prompts: the paired zone cannot see a 5 % drop; the verdict says the sample cannot
+    tell (and how many prompts would), never that the link holds or collapses."""
+    ws = Workspace(tmp_path / "w")
+    make_cohort(np.random.default_rng(7), kind="volume", n_quants=12, n_prompts=120).write(ws)
+    j = run_all(ws, n_boot=300, rng=np.random.default_rng(0)).to_json()
+    res = j["resolution"]["scores"]["mean"]
+    assert res["paired"]["status"] == "unresolved" and res["paired"]["prompts_needed"] > 120
+    v = verdict(j)
+    assert "cannot be told" in v.headline and "prompts" in v.headline
+    assert f"{res['paired']['prompts_needed']:,}" in v.headline
+    assert "but not among" not in v.headline and "including among" not in v.headline
+    assert v.flags["silent_by_rule"]["paired"] is None
+    assert "unresolved" in v.findings[1]
+    assert "link holds" not in " ".join(v.findings) and "no detectable link" not in " ".join(v.findings)
+    assert any("Unresolved" in c for c in v.caveats)
 
 
 def test_reverse_construction_keeps_the_link(direction_ws: Workspace) -> None:
@@ -46,8 +73,13 @@ def test_reverse_construction_keeps_the_link(direction_ws: Workspace) -> None:
     s = _entry(j, "lowest_k")
     assert s["n"] == 10 and s["rho"] == pytest.approx(-1.0)
     assert s["p"] < 0.01 and s["p_method"] == "permutation-mc" and s["ci_high"] < 0
+    assert j["resolution"]["scores"]["mean"]["lowest_k"]["status"] == "resolved"
     v = verdict(j)
-    assert "still orders the silent zone" in v.headline
+    # the paired zone holds 2 quants whose few flips are all losses: unresolved; the headline
+    # rests on the first resolved zone with enough quants, the 10 with the lowest KLD
+    assert v.flags["headline_rule"] == "lowest_k"
+    assert "including among the 10 quants with the lowest mean KLD" in v.headline
+    assert "the link holds" in v.findings[1]
     # losses carry the KLD: failures are predicted and routing beats chance
     fp = j["failure_prediction"]["summary"]["ref_passed"]
     assert fp["ratio_median"] > 2 and fp["auroc_median"] > 0.8
@@ -61,7 +93,7 @@ def test_volume_failure_prediction_is_weak(volume_json: dict) -> None:
 
 def test_json_top_level_and_shapes(volume_json: dict) -> None:
     j = volume_json
-    assert list(j) == ["cohort", "correlations", "silent_zone", "robustness", "decomposition",
+    assert list(j) == ["cohort", "correlations", "silent_zone", "resolution", "robustness", "decomposition",
                        "failure_prediction", "router"]
     keys = ["metric", "score", "subset", "rule", "n", "rho", "p", "p_method", "ci_low", "ci_high",
             "tau", "tau_p", "corpus", "ctx"]

@@ -89,3 +89,40 @@ def test_mean_counts_each_prompt_once(tmp_path: Path, hand_ws: Callable[..., Wor
     assert c.ref_scores["mean"] == pytest.approx((2 / 4 + 1 / 2) / 2)
     fl = flips(c.prompts, "mean")
     assert (fl.n, int(fl.gains[0]), int(fl.losses[0])) == (6, 1, 1)
+
+
+def test_mde_bisection_equals_the_grid_scan() -> None:
+    for n, rate in ((300, 0.3), (120, 0.05), (2000, 0.012)):
+        d, m = mde_paired(n, rate)
+        grid = np.linspace(0.5, 1.0, 5001)
+        pw = paired_power(d, grid)
+        f = grid[np.flatnonzero(pw >= 0.8)[0]]
+        assert m == pytest.approx(d / n * (2 * f - 1), rel=1e-12)
+
+
+def test_prompts_needed_reaches_the_target() -> None:
+    from quantfid.analysis.power import prompts_needed
+
+    rate, target = 0.2, 0.05 * 0.6
+    n = prompts_needed(rate, target)
+    assert n is not None
+    m = mde_paired(n, rate)[1]
+    assert m is not None and m <= target
+    m_less = mde_paired(int(n / 1.05), rate)[1]  # a few percent fewer prompts do not suffice
+    assert m_less is None or m_less > target
+    assert prompts_needed(0.0, target) is None
+
+
+def test_resolution_of_zones(tmp_path: Path, hand_ws: Callable[..., Workspace]) -> None:
+    from quantfid.analysis.resolution import resolve_all
+
+    c = load_cohort(hand_ws(tmp_path / "w", _outcomes(), {"same": 0.01, "worse": 0.5, "noisy": 0.02}))
+    zones = {"b": silent_zone(c, "b", c.variant("kld_mean"))}
+    res = resolve_all(c, zones).by_score["b"]
+    paired = res["paired"]  # "same" (0 flips) and "noisy" (4 flips of 40): median rate 0.05
+    assert paired.members == ["same", "noisy"] or sorted(paired.members) == ["noisy", "same"]
+    assert paired.discordance_rate == pytest.approx(0.05) and paired.discordant == 2
+    assert paired.status == "unresolved" and paired.mde is None
+    assert paired.prompts_needed is not None and paired.prompts_needed > 40
+    loose = silent_zone(c, "b", c.variant("kld_mean"), band=0.5)
+    assert resolve_all(c, {"b": loose}).by_score["b"]["band"].reasons[0] == "whole cohort"

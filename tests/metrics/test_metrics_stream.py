@@ -15,7 +15,7 @@ from quantfid.metrics import FidelityAccumulator, TokenMetrics, summarize
 
 # order statistics, counts and sizes: identical; everything from sums: equal up to rounding
 _EXACT = ("n_tokens", "kld_median", "kld_p90", "kld_p95", "kld_p99", "kld_p99_9", "kld_max",
-          "kld_min", "n_windows", "same_top1", "same_top1_se")
+          "kld_min", "n_windows", "same_top1", "same_top1_se", "ci_method", "ci_block_tokens")
 
 
 def _tm(rng: np.random.Generator, n: int, targets: bool) -> TokenMetrics:

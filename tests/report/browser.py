@@ -2,7 +2,9 @@
 
 A copy of the page gets a tiny script appended that, on ``load``, records each image's
 natural size, every resource the page tried to fetch (Resource Timing lists failed fetches
-too) and logs one sentinel console message, which proves the console capture works.
+too), the viewport height and the top (in CSS pixels from the top of the page) of every
+element with an id among ``TRACKED``, and logs one sentinel console message, which proves
+the console capture works. The window is 1366 x 768.
 Console messages come from ``--enable-logging=stderr`` (lines with ``:CONSOLE``).
 """
 
@@ -21,13 +23,20 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--enable-logging=stderr", "--v=0",
          # no network: every proxied request and every host lookup fails
          "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
-         "--virtual-time-budget=10000")
+         "--virtual-time-budget=10000", "--window-size=1366,768", "--hide-scrollbars")
+TRACKED = ("verdict", "numbers", "cohort-table", "zones-table")
 _PROBE = ("<script>window.addEventListener('load', () => {"
           "const b = document.body;"
           "b.setAttribute('data-qf-images', [...document.images].map("
           "i => i.naturalWidth + 'x' + i.naturalHeight).join(' '));"
           "b.setAttribute('data-qf-resources', performance.getEntriesByType('resource')"
           ".map(e => e.name).join(' '));"
+          "b.setAttribute('data-qf-viewport', window.innerWidth + 'x' + window.innerHeight);"
+          "b.setAttribute('data-qf-tops', " + repr(list(TRACKED)) + ".map(i => {"
+          "const e = document.getElementById(i);"
+          "return i + '=' + (e ? Math.round(e.getBoundingClientRect().top + window.scrollY) : -1);"
+          "}).join(' '));"
+          "b.setAttribute('data-qf-open-details', document.querySelectorAll('details[open]').length);"
           f"console.error('{SENTINEL}');"
           "});</script>")
 
@@ -47,6 +56,9 @@ class PageCheck:
     console: list[str]  # console lines other than the sentinel
     sentinel_seen: bool
     dom: str
+    viewport: tuple[int, int] = (0, 0)
+    tops: dict[str, int] | None = None  # element id -> top in CSS px (-1: absent)
+    open_details: int = 0
 
 
 def render(browser: str, page: Path, workdir: Path, timeout: float = 90) -> PageCheck:
@@ -72,5 +84,8 @@ def render(browser: str, page: Path, workdir: Path, timeout: float = 90) -> Page
     resources = attr("data-qf-resources").split()
     console = [ln for ln in res.stderr.splitlines() if ":CONSOLE" in ln]
     others = [ln for ln in console if SENTINEL not in ln]
+    vw, vh = (int(x) for x in attr("data-qf-viewport").split("x"))
+    tops = {k: int(v) for k, v in (t.split("=") for t in attr("data-qf-tops").split())}
     return PageCheck(images=[(w, h) for w, h in imgs], resources=resources, console=others,
-                     sentinel_seen=len(others) < len(console), dom=dom)
+                     sentinel_seen=len(others) < len(console), dom=dom, viewport=(vw, vh),
+                     tops=tops, open_details=int(attr("data-qf-open-details")))

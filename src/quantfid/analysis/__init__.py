@@ -3,7 +3,8 @@
 Entry points::
 
     from quantfid.analysis import run_all, verdict, analyze_table, make_cohort
-    result = run_all(ws, k=None, band=0.99, n_boot=10000, rng=None, metric="kld_mean")
+    result = run_all(ws, k=None, band=0.99, n_boot=10000, rng=None, metric="kld_mean",
+                     resolution=0.05, select=None)
     j = result.to_json()            # the stable JSON documented below
     print(verdict(result))          # or verdict(j): a short verdict quoting the numbers
 
@@ -16,8 +17,11 @@ NEGATIVE rho with score.
 
 Modules (one idea each): cohort (loading, section 1), correlation (rho / tau / p / CI),
 bootstrap (vectorised resampling), silent_zone, power (minimum detectable effect),
-robustness (BH), fdr, decomposition, failure, router, binomial (exact tests and CIs),
-table (table mode), run (run_all), verdict, synthetic (known-truth cohorts), outcomes
+resolution (is a zone able to see a drop that matters), robustness (BH), fdr,
+decomposition, failure (per benchmark and stratified), van_elteren (rank tests), router,
+cluster (cluster bootstrap over prompts), binomial (exact tests and CIs), selection,
+noise_floor, numerics (backend / numerics caveats), cohort_table, table (table mode), run
+(run_all), verdict, wording (plain-words names), synthetic (known-truth cohorts), outcomes
 (``quantfid outcomes``), text (plain-text tables).
 
 JSON of ``run_all(...).to_json()`` (all numbers plain floats/ints, missing = null)
@@ -37,7 +41,7 @@ Correlation entry (``CORR``), shared by every section and by table mode::
      "tau": Kendall tau-b | null, "tau_p": its p (same method) | null,
      "corpus": corpus label | null, "ctx": context length | null}
 
-Top level: ``cohort, correlations, silent_zone, robustness, decomposition,
+Top level: ``cohort, correlations, silent_zone, resolution, robustness, decomposition,
 failure_prediction, router``.
 
 ``cohort``::
@@ -51,17 +55,37 @@ failure_prediction, router``.
                      "reference_accuracy", "discordance_rate" (median (G+L)/N over quants),
                      "discordant", "mde_paired", "mde_unpaired", "method"}],
      "settings": {"metric", "primary" (variant key), "band", "k": {score: k},
-                  "band_threshold": {score: band x reference score}, "alpha", "n_boot"},
-     "rows": [{"model", "bits_per_weight", "bytes",
-               "metrics": {variant key: {"value", "ci_low", "ci_high"}},
+                  "k_automatic": bool, "band_threshold": {score: band x reference score},
+                  "alpha", "n_boot", "resolution_threshold"},
+     "noise_floor": {variant key: {"model", "method", "value", "ci_low", "ci_high",
+                                   "n_windows"}}  (from the workspace table ``noise_floor``),
+     "numerics": {"reference": NUMERICS, "warnings": [str]},
+     "selection": {"models", "variants" ([corpus, ctx] pairs), "benchmarks"} (null = all),
+     "rows": [{"model", "bits_per_weight", "bytes", "numerics": NUMERICS,
+               "metrics": {variant key: {"value", "ci_low", "ci_high",
+                                         "ci_method" ("window-bootstrap" |
+                                           "moving-block-bootstrap" | "token-bootstrap" | null),
+                                         "within_noise_floor" (bool | null)}},
                "scores": {score: {"n", "accuracy", "ci_low", "ci_high"}}}],
      "warnings": [str]}
+    NUMERICS = {"backend", "numerics", "dtype", "device"} (Model ``extra``; null = not recorded)
 
 ``correlations``: [CORR] for every variant x every score x (full, silent/paired,
 silent/band, silent/lowest_k), score-major, then subset, then variant.
 
 ``silent_zone``: ``{score: {"paired": [ids], "band": [ids], "lowest_k": [ids]}}`` for
 each benchmark and "mean" (ids in cohort order).
+
+``resolution``::
+
+    {"threshold": 0.05, "power": 0.8, "method": str,
+     "scores": {score: {rule: {"score", "rule", "members", "n_members", "cohort_size",
+                               "status" ("resolved" | "unresolved" | "empty" | "unknown"),
+                               "reasons" (["whole cohort", "mde above threshold",
+                                           "no discordant prompts", "no drop is detectable"]),
+                               "n_prompts", "reference_accuracy", "discordance_rate",
+                               "discordant", "mde", "mde_relative", "threshold",
+                               "prompts_needed"}}}}
 
 ``robustness``::
 
@@ -86,36 +110,47 @@ each benchmark and "mean" (ids in cohort order).
 
 ``failure_prediction``::
 
-    {"rows": [{"model", "subset": "all" | "ref_passed", "n_failed", "n_passed",
-               "gm_failed", "gm_passed", "ratio", "ci_low", "ci_high", "auroc", "mw_u",
-               "p", "n_floored", "method"}],
+    {"rows": [{"model", "subset": "all" | "ref_passed",
+               "benchmark": a benchmark | "stratified" | "pooled" (unstratified),
+               "n_failed", "n_passed", "gm_failed", "gm_passed" (null when stratified),
+               "ratio", "ci_low", "ci_high", "auroc", "mw_u" (null when stratified),
+               "p", "p_method" ("mann-whitney" | "van-elteren"), "n_floored"}],
      "summary": {"all" | "ref_passed": {"n_models", "ratio_median", "ratio_min",
-                 "ratio_max", "auroc_median", "n_p_below_0_05"}},
-     "kld_floor": 1e-10, "method": str}
+                 "ratio_max", "auroc_median", "n_p_below_0_05" (all stratified),
+                 "pooled_ratio_median", "pooled_auroc_median",
+                 "per_benchmark": {benchmark: {"ratio_median", "auroc_median"}}}},
+     "kld_floor": 1e-10, "weights": str, "method": str}
 
 ``router``::
 
     {"pooled": STAT | null, "pooled_silent": STAT | null, "silent_rule": str | null,
      "per_benchmark": [{"benchmark"} + STAT], "pairs": [{"a", "b"} + STAT], "method": str}
-    STAT = {"disagree", "ties", "decided", "correct", "accuracy", "ci_low", "ci_high", "p"}
+    STAT = {"disagree", "ties", "decided", "correct", "accuracy", "ci_low", "ci_high", "p",
+            "method" ("exact" per pair | "cluster-bootstrap-t" | "exact-on-prompts" |
+                      "cluster-bootstrap-percentile" pooled)}
 
 Table mode (``analyze_table(...).to_json()``): exactly ``{"n", "excluded",
 "correlations": [CORR], "silent_zone": {score: {"band", "lowest_k"}}}`` with
 ``excluded`` = ``[{"name", "missing": [columns]}]``.
 
-``verdict(result).to_json()``: ``{"headline": str, "findings": [str], "flags": {...}}``.
+``verdict(result).to_json()``: ``{"headline": str, "findings": [str], "caveats": [str],
+"flags": {...}}`` (flags: ``metric, score, ranks_full_cohort, zone_status, silent_by_rule``
+(null where unresolved or too few quants), ``headline_rule, router, router_silent,
+failure_auroc_near_chance, noise_floor_overlaps``).
 """
 
 from quantfid.analysis.cohort import Cohort, Variant, load_cohort
 from quantfid.analysis.correlation import Correlation, RankStats, correlate, direction
 from quantfid.analysis.outcomes import OutcomeRow, outcome_summary
 from quantfid.analysis.run import AnalysisResult, analyze_cohort, run_all
+from quantfid.analysis.selection import Selection
 from quantfid.analysis.synthetic import SyntheticCohort, make_cohort
 from quantfid.analysis.table import TableResult, analyze_table
 from quantfid.analysis.verdict import Verdict, verdict
 
 __all__ = [
-    "AnalysisResult", "Cohort", "Correlation", "OutcomeRow", "RankStats", "SyntheticCohort",
+    "AnalysisResult", "Cohort", "Correlation", "OutcomeRow", "RankStats", "Selection",
+    "SyntheticCohort",
     "TableResult", "Variant", "Verdict", "analyze_cohort", "analyze_table", "correlate",
     "direction", "load_cohort", "make_cohort", "outcome_summary", "run_all", "verdict",
 ]

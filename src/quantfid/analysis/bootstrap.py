@@ -127,3 +127,23 @@ def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float | None
 def average_ranks(x: np.ndarray) -> np.ndarray:
     """Average ranks (1-based) along the last axis."""
     return np.asarray(rankdata(x, axis=-1), dtype=np.float64)
+
+
+def percentile_cis(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """``percentile_ci`` of every column of ``values`` (B, ...) at once: (lo, hi) arrays of the
+    trailing shape, NaN where more than half of a column's resamples are undefined (equal to
+    ``np.percentile``'s linear interpolation over the finite entries)."""
+    srt = np.sort(values, axis=0)  # NaN sorts last
+    k = np.isfinite(values).sum(axis=0)
+    a = (1.0 - level) / 2.0
+    out = []
+    for q in (a, 1.0 - a):
+        pos = q * np.maximum(k - 1, 0)
+        lo_i = np.floor(pos).astype(np.int64)
+        hi_i = np.minimum(lo_i + 1, np.maximum(k - 1, 0))
+        frac = pos - lo_i
+        v_lo = np.take_along_axis(srt, lo_i[None, ...], axis=0)[0]
+        v_hi = np.take_along_axis(srt, hi_i[None, ...], axis=0)[0]
+        out.append(np.where((k > 0) & (k * 2 >= values.shape[0]), v_lo + frac * (v_hi - v_lo),
+                            np.nan))
+    return out[0], out[1]

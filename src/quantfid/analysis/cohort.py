@@ -16,10 +16,18 @@ table of per-quant aggregates. Everything downstream works on a ``Cohort``.
   accuracies (None unless the quant has every benchmark), leaving out ``<task>:<variant>``
   benchmarks (``arc:acc_norm``) whose ``<task>`` is present: the same prompts scored twice. A quant with outcomes for part
   of a benchmark's prompts, or for prompts the reference lacks, is a ``MismatchError``.
+* Selection (``selection.Selection``): only the selected quants, (corpus, ctx) pairs and
+  benchmarks are read; the rest of the workspace is ignored.
+* Noise floor (``noise_floor``): per variant, the workspace's ``noise_floor`` table value
+  and, per quant, whether its figure cannot be told above it.
+* Numerics (``numerics``): per quant its backend, numerics, dtype and device (Model
+  ``extra``), and the warnings when they change the reading.
 * CIs: accuracy by the Wilson score 95 % interval; the mean over benchmarks by a normal
   approximation treating benchmarks as independent binomials,
   se = sqrt(sum_b p_b (1 - p_b) / N_b) / B; metric CIs as stored (``kld_mean_ci_low/high``,
-  ``ln_ppl_ratio_ci_low/high``: block bootstrap over windows).
+  ``ln_ppl_ratio_ci_low/high``) with the method that made them (the row's ``ci_method``;
+  for rows without that column: "moving-block-bootstrap" for one window, "window-bootstrap"
+  for ten or more, else "unrecorded").
 """
 
 from __future__ import annotations
@@ -29,7 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from quantfid.analysis import noise_floor as nf
+from quantfid.analysis import numerics
 from quantfid.analysis.binomial import wilson
+from quantfid.analysis.selection import ALL, Selection, check_known
 from quantfid.errors import MismatchError, QuantfidError
 from quantfid.store.workspace import Workspace
 
@@ -111,6 +122,22 @@ class Cohort:
     score_n: dict[str, int] = field(default_factory=dict)
     prompts: PromptData | None = None
     warnings: list[str] = field(default_factory=list)
+    metric_ci_method: dict[str, list[str | None]] = field(default_factory=dict)
+    noise_floor: dict[str, dict[str, Any]] = field(default_factory=dict)
+    numerics: list[dict[str, Any]] = field(default_factory=list)
+    reference_numerics: dict[str, Any] = field(default_factory=dict)
+    numerics_warnings: list[str] = field(default_factory=list)
+    selection: Selection = ALL
+
+    def floor_overlap(self, key: str) -> np.ndarray | None:
+        """(Q,) 1 / 0 / NaN: the quant's figure cannot be told above the noise floor."""
+        floor = self.noise_floor.get(key)
+        if floor is None:
+            return None
+        v = next(i for i, var in enumerate(self.variants) if var.key == key)
+        ci = self.metric_ci.get(key)
+        return nf.overlap(self.variants[v].stat, self.values[v], ci[0] if ci else None,
+                          ci[1] if ci else None, floor)
 
     def variant(self, metric: str) -> int:
         """Index of ``metric``: a variant key, else the first variant of that stat."""
@@ -131,36 +158,55 @@ def _f(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
-def _load_fidelity(ws: Workspace, ref: str, quants: list[str],
-                   warnings: list[str]) -> tuple[list[Variant], np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    tbl = ws.read_table("fidelity")
-    if tbl.num_rows == 0:
-        return [], np.zeros((0, len(quants))), {}
-    cols = tbl.to_pydict()
-    qidx = {q: i for i, q in enumerate(quants)}
-    n = tbl.num_rows
+@dataclass
+class _Fidelity:
+    variants: list[Variant]
+    values: np.ndarray  # (V, Q)
+    cis: dict[str, tuple[np.ndarray, np.ndarray]]
+    ci_method: dict[str, list[str | None]]
+    combos: dict[str, tuple[str, nf.Combo]]  # variant key -> (stat, (corpus, ctx, scoring))
+
+
+def _fidelity_combos(cols: dict[str, list[Any]], n: int, ref: str, qidx: dict[str, int],
+                     select: Selection, warnings: list[str],
+                     where: str) -> dict[nf.Combo, dict[int, int]]:
     get = lambda c: cols.get(c, [None] * n)  # noqa: E731
     models, refs, corpora, ctxs, scorings = get("model"), get("reference"), get("corpus"), get("ctx"), get("scoring")
-    combos: dict[tuple[str, int | None, str], dict[int, int]] = {}
+    check_known("corpus x ctx", select.variants,
+                {(str(c), None if x is None else int(x)) for c, x in zip(corpora, ctxs, strict=True)},
+                where)
+    combos: dict[nf.Combo, dict[int, int]] = {}
     other_ref: set[str] = set()
     for r in range(n):
         if refs[r] is not None and refs[r] != ref:
             other_ref.add(f"{models[r]} (against {refs[r]})")
             continue
-        if models[r] not in qidx:
+        if models[r] not in qidx or not select.variant_ok(corpora[r], ctxs[r]):
             continue
         combo = (str(corpora[r]), None if ctxs[r] is None else int(ctxs[r]), str(scorings[r]))
         rows = combos.setdefault(combo, {})
         if qidx[models[r]] in rows:
-            raise MismatchError(f"{ws.path}: two fidelity rows for model {models[r]!r}, corpus "
+            raise MismatchError(f"{where}: two fidelity rows for model {models[r]!r}, corpus "
                                 f"{combo[0]!r}, ctx {combo[1]}, scoring {combo[2]!r}")
         rows[qidx[models[r]]] = r
     if other_ref:
         warnings.append("fidelity rows against another reference ignored: " + ", ".join(sorted(other_ref)))
+    return combos
+
+
+def _load_fidelity(ws: Workspace, ref: str, quants: list[str], warnings: list[str],
+                   select: Selection = ALL) -> _Fidelity:
+    tbl = ws.read_table("fidelity")
+    if tbl.num_rows == 0:
+        check_known("corpus x ctx", select.variants, (), str(ws.path))
+        return _Fidelity([], np.zeros((0, len(quants))), {}, {}, {})
+    cols = tbl.to_pydict()
+    n = tbl.num_rows
+    combos = _fidelity_combos(cols, n, ref, {q: i for i, q in enumerate(quants)}, select,
+                              warnings, str(ws.path))
     several = len({c[2] for c in combos}) > 1
-    variants: list[Variant] = []
+    out = _Fidelity([], np.zeros((0, len(quants))), {}, {}, {})
     vals: list[np.ndarray] = []
-    cis: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for stat in VARIANT_STATS:
         if stat not in cols:
             continue
@@ -172,26 +218,50 @@ def _load_fidelity(ws: Workspace, ref: str, quants: list[str],
                 continue
             label = f"{combo[0]}/{combo[2]}" if several else combo[0]
             var = Variant(stat, label, combo[1])
-            variants.append(var)
+            out.variants.append(var)
+            out.combos[var.key] = (stat, combo)
             vals.append(v)
             if stat in CI_COLUMNS and f"{stat}_ci_low" in cols:
-                lo = np.full(len(quants), np.nan)
-                hi = np.full(len(quants), np.nan)
-                for q, r in combos[combo].items():
-                    lo[q] = _f(cols[f"{stat}_ci_low"][r])
-                    hi[q] = _f(cols[f"{stat}_ci_high"][r])
-                cis[var.key] = (lo, hi)
-    return variants, (np.array(vals) if vals else np.zeros((0, len(quants)))), cis
+                _load_ci(out, var.key, stat, cols, combos[combo], len(quants))
+    out.values = np.array(vals) if vals else np.zeros((0, len(quants)))
+    return out
+
+
+def _inferred_ci_method(cols: dict[str, list[Any]], r: int) -> str:
+    """A row written without ``ci_method``: one window can only be the moving-block bootstrap,
+    ten or more the window bootstrap; otherwise the method was not recorded."""
+    n = cols.get("n_windows", [None] * (r + 1))[r]
+    if n == 1:
+        return "moving-block-bootstrap"
+    return "window-bootstrap" if n is not None and n >= 10 else "unrecorded"
+
+
+def _load_ci(out: _Fidelity, key: str, stat: str, cols: dict[str, list[Any]],
+             rows: dict[int, int], nq: int) -> None:
+    lo = np.full(nq, np.nan)
+    hi = np.full(nq, np.nan)
+    method: list[str | None] = [None] * nq
+    for q, r in rows.items():
+        lo[q] = _f(cols[f"{stat}_ci_low"][r])
+        hi[q] = _f(cols[f"{stat}_ci_high"][r])
+        if np.isfinite(lo[q]):
+            m = cols["ci_method"][r] if "ci_method" in cols else None
+            method[q] = str(m) if m is not None else _inferred_ci_method(cols, r)
+    out.cis[key] = (lo, hi)
+    out.ci_method[key] = method
 
 
 def _load_prompts(ws: Workspace, ref: str, quants: list[str],
-                  warnings: list[str]) -> PromptData | None:
+                  warnings: list[str], select: Selection = ALL) -> PromptData | None:
     tbl = ws.read_table("outcomes")
     if tbl.num_rows == 0:
+        check_known("benchmarks", select.benchmarks, (), str(ws.path))
         return None
     cols = tbl.select(["model", "benchmark", "prompt_id", "passed"]).to_pydict()
     models, benches, pids, passed = cols["model"], cols["benchmark"], cols["prompt_id"], cols["passed"]
     ref_rows = [r for r in range(len(models)) if models[r] == ref]
+    check_known("benchmarks", select.benchmarks, {benches[r] for r in ref_rows}, str(ws.path))
+    ref_rows = [r for r in ref_rows if select.benchmark_ok(benches[r])]
     if not ref_rows:
         return None
     benchmarks = sorted({benches[r] for r in ref_rows})
@@ -218,7 +288,8 @@ def _load_prompts(ws: Workspace, ref: str, quants: list[str],
         if m is None:
             continue
         if benches[r] not in ref_keys:
-            no_ref.add(str(benches[r]))
+            if select.benchmark_ok(benches[r]):
+                no_ref.add(str(benches[r]))
             continue
         p = key_index.get((benches[r], str(pids[r])))
         if p is None:
@@ -291,16 +362,19 @@ def scores_from_prompts(pd: PromptData) -> tuple[dict[str, np.ndarray], dict[str
     return scores, ref_scores, cis, ns
 
 
-def load_cohort(ws: Workspace) -> Cohort:
-    """Read the workspace into a Cohort (the reference is never a member)."""
+def load_cohort(ws: Workspace, select: Selection = ALL) -> Cohort:
+    """Read the (selected part of the) workspace into a Cohort; the reference is never a member."""
     ref = ws.require_reference()
-    quant_models = ws.models("quant")
+    all_quants = ws.models("quant")
+    check_known("models", select.models, (m.id for m in all_quants), str(ws.path))
+    quant_models = [m for m in all_quants if select.model_ok(m.id)]
     if not quant_models:
         raise QuantfidError(f"workspace {ws.path} has no quants to analyse")
     quants = [m.id for m in quant_models]
     warnings: list[str] = []
-    variants, values, metric_ci = _load_fidelity(ws, ref.id, quants, warnings)
-    pdata = _load_prompts(ws, ref.id, quants, warnings)
+    fid = _load_fidelity(ws, ref.id, quants, warnings, select)
+    variants, values = fid.variants, fid.values
+    pdata = _load_prompts(ws, ref.id, quants, warnings, select)
     scores: dict[str, np.ndarray] = {}
     ref_scores: dict[str, float | None] = {}
     score_ci: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -315,47 +389,13 @@ def load_cohort(ws: Workspace) -> Cohort:
             values = np.vstack([values, pk[None, :]]) if values.size else pk[None, :]
     else:
         warnings.append("no outcomes for the reference: no benchmark scores")
+    floor_rows = nf.pick_rows(ws.rows("noise_floor"), ref.id, select.variant_ok, warnings)
     return Cohort(reference=ref.id, quants=quants, variants=variants, values=values,
                   scores=scores, ref_scores=ref_scores,
                   bits_per_weight=[m.bits_per_weight for m in quant_models],
-                  bytes=[m.bytes for m in quant_models], metric_ci=metric_ci,
-                  score_ci=score_ci, score_n=score_n, prompts=pdata, warnings=warnings)
-
-
-def _num(v: float) -> float | None:
-    return float(v) if np.isfinite(v) else None
-
-
-@dataclass(frozen=True)
-class CohortTable:
-    """Section 1: one row per quant (and the reference's scores)."""
-
-    cohort: Cohort
-    settings: dict[str, Any]
-    benchmarks_info: list[dict[str, Any]]
-
-    def to_json(self) -> dict[str, Any]:
-        c = self.cohort
-        rows = []
-        for q, name in enumerate(c.quants):
-            metrics = {}
-            for v, var in enumerate(c.variants):
-                ci = c.metric_ci.get(var.key)
-                metrics[var.key] = {"value": _num(c.values[v, q]),
-                                    "ci_low": _num(ci[0][q]) if ci else None,
-                                    "ci_high": _num(ci[1][q]) if ci else None}
-            scores = {}
-            for s, arr in c.scores.items():
-                sci = c.score_ci.get(s)
-                scores[s] = {"n": c.score_n.get(s), "accuracy": _num(arr[q]),
-                             "ci_low": _num(sci[0][q]) if sci else None,
-                             "ci_high": _num(sci[1][q]) if sci else None}
-            rows.append({"model": name,
-                         "bits_per_weight": c.bits_per_weight[q] if c.bits_per_weight else None,
-                         "bytes": c.bytes[q] if c.bytes else None,
-                         "metrics": metrics, "scores": scores})
-        return {"reference": c.reference, "quants": list(c.quants),
-                "variants": [v.to_json() for v in c.variants],
-                "scores": list(c.scores), "reference_scores": dict(c.ref_scores),
-                "benchmarks": self.benchmarks_info, "settings": self.settings,
-                "rows": rows, "warnings": list(c.warnings)}
+                  bytes=[m.bytes for m in quant_models], metric_ci=fid.cis,
+                  score_ci=score_ci, score_n=score_n, prompts=pdata, warnings=warnings,
+                  metric_ci_method=fid.ci_method, noise_floor=nf.floors(floor_rows, fid.combos),
+                  numerics=[numerics.info(m) for m in quant_models],
+                  reference_numerics=numerics.info(ref),
+                  numerics_warnings=numerics.warnings(quant_models), selection=select)

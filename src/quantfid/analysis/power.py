@@ -57,19 +57,49 @@ def paired_power(d: int, f: np.ndarray, alpha: float = 0.05) -> np.ndarray:
     return np.asarray((pmf * reject[None, :]).sum(axis=1))
 
 
+GRID = 5001  # f on 0.5, 0.5001, ..., 1.0
+
+
 def mde_paired(n: int, discordance_rate: float, power: float = 0.8,
                alpha: float = 0.05) -> tuple[int, float | None]:
-    """(D, MDE) of the paired design; MDE None when undetectable."""
+    """(D, MDE) of the paired design; MDE None when undetectable.
+
+    The smallest f on the grid of step 1e-4 with power >= ``power``, found by bisection over
+    the grid (the power of the symmetric two-sided sign test grows with f for f >= 1/2), so
+    the result equals a scan of the whole grid in O(D log GRID).
+    """
     d = round(discordance_rate * n)
     if d == 0:
         return 0, None
-    grid = np.linspace(0.5, 1.0, 5001)
-    pw = paired_power(d, grid, alpha)
-    ok = np.flatnonzero(pw >= power)
-    if ok.size == 0:
+    grid = np.linspace(0.5, 1.0, GRID)
+    if paired_power(d, grid[-1:], alpha)[0] < power:
         return d, None
-    f = float(grid[ok[0]])
-    return d, float(d / n * (2 * f - 1))
+    lo, hi = 0, GRID - 1  # power(grid[lo]) < power <= power(grid[hi])
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if paired_power(d, grid[mid:mid + 1], alpha)[0] >= power:
+            hi = mid
+        else:
+            lo = mid
+    return d, float(d / n * (2 * float(grid[hi]) - 1))
+
+
+def prompts_needed(discordance_rate: float, target: float, power: float = 0.8,
+                   alpha: float = 0.05, max_n: int = 10_000_000) -> int | None:
+    """About how many prompts make the paired MDE at most ``target`` (an absolute accuracy
+    difference), if the discordance rate stays the same: the smallest N on a grid of 2 %
+    steps (from 0.7 x the normal approximation d (z_{1-a/2} + z_power)^2 / target^2) whose
+    exact ``mde_paired`` is <= target. None when the rate or target is 0 or N > ``max_n``."""
+    if discordance_rate <= 0 or target <= 0:
+        return None
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    n = max(1, int(0.7 * discordance_rate * z * z / (target * target)))
+    while n <= max_n:
+        m = mde_paired(n, discordance_rate, power, alpha)[1]
+        if m is not None and m <= target:
+            return n
+        n = max(n + 1, int(np.ceil(n * 1.02)))
+    return None
 
 
 def mde_unpaired(n: int, p: float, power: float = 0.8, alpha: float = 0.05) -> float:

@@ -1,4 +1,11 @@
-"""``run_all``: every analysis of a workspace (issue 5, 1-7) in one result."""
+"""``run_all``: every analysis of a workspace (issue 5, 1-7) in one result.
+
+``k`` (the lowest-k rule's size): None or 0 = automatic (the size of the paired zone, else
+of the band zone), per score; a positive k is used as given. ``resolution``: the fraction
+of the reference's score a zone must be able to see (``resolution.py``, default 0.05).
+``select``: a ``Selection`` (``selection.py``) restricting the analysis to the configured
+quants, (corpus, ctx) pairs and benchmarks; None = everything in the workspace.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from quantfid.analysis.cohort import MEAN, Cohort, CohortTable, load_cohort
+from quantfid.analysis.cohort import MEAN, Cohort, load_cohort
+from quantfid.analysis.cohort_table import CohortTable
 from quantfid.analysis.correlation import Correlation, correlate_many
 from quantfid.analysis.decomposition import Decomposition, decompose
 from quantfid.analysis.failure import FailureResult, failure_prediction
 from quantfid.analysis.power import mde
+from quantfid.analysis.resolution import THRESHOLD, Resolution, resolve_all
 from quantfid.analysis.robustness import Robustness, robustness
 from quantfid.analysis.router import RouterResult, route
+from quantfid.analysis.selection import Selection
 from quantfid.analysis.silent_zone import RULES, SilentZone, flips, silent_zone
+from quantfid.errors import QuantfidError
 from quantfid.store.workspace import Workspace
 
 DEFAULT_SEED = 0
@@ -51,6 +62,7 @@ class AnalysisResult:
     cohort: CohortTable
     correlations: list[Correlation]
     silent_zone: dict[str, SilentZone]
+    resolution: Resolution
     robustness: Robustness
     decomposition: Decomposition
     failure_prediction: FailureResult
@@ -61,18 +73,31 @@ class AnalysisResult:
         return {"cohort": self.cohort.to_json(),
                 "correlations": [c.to_json() for c in self.correlations],
                 "silent_zone": {s: z.to_json(with_paired=True) for s, z in self.silent_zone.items()},
+                "resolution": self.resolution.to_json(),
                 "robustness": self.robustness.to_json(),
                 "decomposition": self.decomposition.to_json(),
                 "failure_prediction": self.failure_prediction.to_json(),
                 "router": self.router.to_json()}
 
 
+def automatic_k(k: int | None) -> int | None:
+    """None for automatic (k None or 0); a positive k as given; a negative k is an error."""
+    if k is None or k == 0:
+        return None
+    if k < 0:
+        raise QuantfidError(f"k must be a positive number of quants, or 0 for automatic; got {k}")
+    return int(k)
+
+
 def analyze_cohort(cohort: Cohort, *, k: int | None = None, band: float = 0.99,
                    n_boot: int = 10000, rng: np.random.Generator | None = None,
-                   metric: str = "kld_mean", alpha: float = 0.05) -> AnalysisResult:
+                   metric: str = "kld_mean", alpha: float = 0.05,
+                   resolution: float = THRESHOLD) -> AnalysisResult:
     rng = np.random.default_rng(DEFAULT_SEED) if rng is None else rng
+    k = automatic_k(k)
     primary = cohort.variant(metric) if cohort.variants else -1
     zones = zones_for(cohort, primary, band=band, k=k, alpha=alpha)
+    res = resolve_all(cohort, zones, threshold=resolution, alpha=alpha)
     cache: dict[int, np.ndarray] = {}
     corr = correlations(cohort, zones, n_boot=n_boot, rng=rng, cache=cache)
     bench_info = []
@@ -81,30 +106,34 @@ def analyze_cohort(cohort: Cohort, *, k: int | None = None, band: float = 0.99,
             fl = flips(cohort.prompts, s)
             rates = np.where(fl.complete, (fl.gains + fl.losses) / fl.n, np.nan)
             bench_info.append(mde(s, fl.n, cohort.ref_scores.get(s), rates, 0.8, alpha).to_json())
-    primary_key = cohort.variants[primary].key if cohort.variants else None
-    settings: dict[str, Any] = {"metric": metric, "primary": cohort.variants[primary].key if cohort.variants else None,
-                "band": band, "k": {s: z.k for s, z in zones.items()},
-                "band_threshold": {s: z.band_threshold for s, z in zones.items()},
-                "alpha": alpha, "n_boot": n_boot}
+    settings: dict[str, Any] = {
+        "metric": metric, "primary": cohort.variants[primary].key if cohort.variants else None,
+        "band": band, "k": {s: z.k for s, z in zones.items()}, "k_automatic": k is None,
+        "band_threshold": {s: z.band_threshold for s, z in zones.items()},
+        "alpha": alpha, "n_boot": n_boot, "resolution_threshold": resolution}
     dec = decompose(cohort, primary, zones, n_boot=n_boot, rng=rng, cache=cache)
     return AnalysisResult(
         cohort=CohortTable(cohort, settings, bench_info), correlations=corr, silent_zone=zones,
-        robustness=robustness(corr, alpha), decomposition=dec,
+        resolution=res, robustness=robustness(corr, alpha), decomposition=dec,
         failure_prediction=failure_prediction(cohort, n_boot=n_boot, rng=rng),
-        router=_route(cohort, zones), primary=primary_key or metric)
+        router=_route(cohort, zones, n_boot, rng), primary=settings["primary"] or metric)
 
 
-def _route(cohort: Cohort, zones: dict[str, SilentZone]) -> RouterResult:
+def _route(cohort: Cohort, zones: dict[str, SilentZone], n_boot: int,
+           rng: np.random.Generator) -> RouterResult:
     zone = zones.get(MEAN)
     if zone is None:
-        return route(cohort)
+        return route(cohort, n_boot=n_boot, rng=rng)
     rule = "paired" if "paired" in zone.masks else "band"
-    return route(cohort, zone.masks[rule], rule)
+    return route(cohort, zone.masks[rule], rule, n_boot=n_boot, rng=rng)
 
 
 def run_all(ws: Workspace, *, k: int | None = None, band: float = 0.99, n_boot: int = 10000,
             rng: np.random.Generator | None = None, metric: str = "kld_mean",
-            alpha: float = 0.05) -> AnalysisResult:
-    """Every analysis of the workspace's cohort; ``rng`` defaults to a generator seeded 0."""
-    return analyze_cohort(load_cohort(ws), k=k, band=band, n_boot=n_boot, rng=rng,
-                          metric=metric, alpha=alpha)
+            alpha: float = 0.05, resolution: float = THRESHOLD,
+            select: Selection | None = None) -> AnalysisResult:
+    """Every analysis of the workspace's (selected) cohort; ``rng`` defaults to a generator
+    seeded 0; ``k`` None or 0 = automatic; ``select`` None = the whole workspace."""
+    return analyze_cohort(load_cohort(ws, select or Selection()), k=k, band=band,
+                          n_boot=n_boot, rng=rng, metric=metric, alpha=alpha,
+                          resolution=resolution)

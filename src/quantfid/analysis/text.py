@@ -68,9 +68,16 @@ def format_analysis(j: dict[str, Any], verdict_text: str | None = None) -> str:
                   table(("benchmark", "n", "ref acc", "discordance", "mde paired", "mde unpaired"),
                         [[b["benchmark"], b["n"], b["reference_accuracy"], b["discordance_rate"],
                           b["mde_paired"], b["mde_unpaired"]] for b in c["benchmarks"]]), ""]
-    parts += ["silent zones", table(("score", "rule", "n", "members"),
-                                    [[s, r, None if m is None else len(m), m]
-                                     for s, z in j["silent_zone"].items() for r, m in z.items()]), ""]
+    res = (j.get("resolution") or {}).get("scores") or {}
+    parts += [f"silent zones (resolved: the benchmark sees a drop of "
+              f"{(j.get('resolution') or {}).get('threshold', 0.05):.0%} of the reference's score)",
+              table(("score", "rule", "n", "status", "mde", "mde/ref", "prompts needed", "members"),
+                    [[s, r, None if m is None else len(m),
+                      (res.get(s, {}).get(r) or {}).get("status"),
+                      (res.get(s, {}).get(r) or {}).get("mde"),
+                      (res.get(s, {}).get(r) or {}).get("mde_relative"),
+                      (res.get(s, {}).get(r) or {}).get("prompts_needed"), m]
+                     for s, z in j["silent_zone"].items() for r, m in z.items()]), ""]
     pv = {v["key"]: v for v in c["variants"]}.get(primary or "")
     sel = [e for e in j["correlations"]
            if pv and e["metric"] == pv["stat"] and e["corpus"] == pv["corpus"] and e["ctx"] == pv["ctx"]]
@@ -96,21 +103,24 @@ def format_analysis(j: dict[str, Any], verdict_text: str | None = None) -> str:
                           e["ci_low"], e["ci_high"], e["p"]] for e in dec["correlations"]]), ""]
     fp = j["failure_prediction"]
     if fp["rows"]:
-        parts += ["failure prediction (per-prompt KLD, failed vs passed)",
-                  table(("model", "subset", "failed", "passed", "gm ratio", "ci_low", "ci_high", "AUROC", "p"),
-                        [[r["model"], r["subset"], r["n_failed"], r["n_passed"], r["ratio"], r["ci_low"],
-                          r["ci_high"], r["auroc"], r["p"]] for r in fp["rows"]]), ""]
+        parts += ["failure prediction (per-prompt KLD, failed vs passed; stratified: within "
+                  "benchmarks, the figure to read; pooled: unstratified)",
+                  table(("model", "subset", "benchmark", "failed", "passed", "gm ratio", "ci_low",
+                         "ci_high", "AUROC", "p"),
+                        [[r["model"], r["subset"], r.get("benchmark"), r["n_failed"], r["n_passed"],
+                          r["ratio"], r["ci_low"], r["ci_high"], r["auroc"], r["p"]]
+                         for r in fp["rows"]]), ""]
     ro = j["router"]
     if ro["pooled"]:
-        keys = ("disagree", "ties", "decided", "accuracy", "ci_low", "ci_high", "p")
+        keys = ("disagree", "ties", "decided", "accuracy", "ci_low", "ci_high", "p", "method")
         rr = [["pooled", *[ro["pooled"][k] for k in keys]]]
         if ro.get("pooled_silent"):
             rr.append([f"silent pairs ({ro['silent_rule']})", *[ro["pooled_silent"][k] for k in keys]])
         rr += [[b["benchmark"], *[b[k] for k in keys]]
                for b in ro["per_benchmark"]]
         parts += [f"router (lower per-prompt KLD wins; {len(ro['pairs'])} pairs)",
-                  table(("over", "disagree", "ties", "decided", "accuracy", "ci_low", "ci_high", "p"), rr), ""]
-    for w in c.get("warnings", []):
+                  table(("over", *keys), rr), ""]
+    for w in [*c.get("warnings", []), *((c.get("numerics") or {}).get("warnings") or [])]:
         parts.append(f"warning: {w}")
     if verdict_text:
         parts += ["verdict", verdict_text]

@@ -22,10 +22,20 @@ here from their definitions (n tokens; sums over tokens):
   (llama.cpp prints percent for dp, RMS dp, same top-1 and the correlation).
 
 On top of llama.cpp: KLD by reference-confidence bucket (the reference's top-1 probability in
-[0,.25), [.25,.5), [.5,.75), [.75,.95), [.95,1]) and a block-bootstrap 95 % percentile CI for
-mean KLD and ln PPL ratio, resampling whole windows (llama.cpp's se treats tokens as
-independent; tokens in one window are not). Each resample draws as many blocks as there are,
-with replacement, and takes the token-weighted mean (sum over drawn blocks / tokens drawn).
+[0,.25), [.25,.5), [.5,.75), [.75,.95), [.95,1]) and a bootstrap 95 % percentile CI for mean
+KLD and ln PPL ratio (llama.cpp's se treats tokens as independent; tokens in one window are
+not). ``ci_method`` names the resampling that produced them:
+
+- ``"window-bootstrap"`` (at least ``MIN_WINDOWS`` = 10 windows): resample whole windows;
+  each resample draws as many windows as there are, with replacement, and takes the
+  token-weighted mean (sum over drawn windows / tokens drawn).
+- ``"token-bootstrap"``: the same when no window ids were given (every token its own block).
+- ``"moving-block-bootstrap"`` (fewer windows, more than 10 tokens): the studentized circular
+  moving-block bootstrap within windows (``quantfid.metrics.blocks.block_bootstrap_t``), block
+  length ``ci_block_tokens`` = the larger of the Politis-White automatic lengths of per-token
+  KLD and of the per-token NLL difference (capped at the shortest window). A window's tokens
+  are taken in the order they were added.
+- None: no interval (n_boot = 0, one window of <= 10 tokens, or a single token block).
 """
 
 from __future__ import annotations
@@ -37,13 +47,18 @@ from typing import Any
 import numpy as np
 
 from quantfid.errors import MismatchError, QuantfidError
+from quantfid.metrics.blocks import (
+    block_bootstrap_t,
+    series_block_length,
+    window_bootstrap_means,
+)
 from quantfid.metrics.types import STATS_KEYS, TokenMetrics
 
 BUCKET_EDGES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.95, 1.0)
 PERCENTILES: dict[str, float] = {"kld_p90": 0.90, "kld_p95": 0.95, "kld_p99": 0.99,
                                  "kld_p99_9": 0.999}
 CI_LEVEL = 0.95
-_BOOT_CELLS = 1 << 22  # resample indices drawn per vectorised step (n_resamples x n_blocks)
+MIN_WINDOWS = 10  # fewer windows: resample blocks of tokens within them
 
 # running sums kept by the accumulator (x2: sum of squares, nll_qr: sum of nll_q * nll_ref)
 _SUM_KEYS = ("kld", "kld2", "rkld", "jsd", "nll_q", "nll_q2", "nll_ref", "nll_ref2", "nll_qr",
@@ -95,6 +110,8 @@ class FidelityStats:
     kld_mean_ci_high: float | None = None
     ln_ppl_ratio_ci_low: float | None = None
     ln_ppl_ratio_ci_high: float | None = None
+    ci_method: str | None = None
+    ci_block_tokens: int | None = None
     n_windows: int = 0
     kld_buckets: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
@@ -147,13 +164,16 @@ def median_sorted(values: np.ndarray) -> float:
 
 @dataclass
 class Parts:
-    """Mergeable partial state: sums, per-token KLD values, per-block sums, bucket sums."""
+    """Mergeable partial state: sums, per-token KLD values, NLL differences and window ids
+    (arrival order), per-block sums, bucket sums."""
 
     n: int = 0
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_SUM_KEYS, 0.0))
     present: dict[str, bool] = field(default_factory=lambda: {
         "nll": True, "dp": True, "rkld": True, "jsd": True, "top": True})
     kld_values: list[np.ndarray] = field(default_factory=list)
+    diff_values: list[np.ndarray] = field(default_factory=list)
+    token_windows: list[np.ndarray | None] = field(default_factory=list)  # None: anonymous
     block_ids: list[np.ndarray] = field(default_factory=list)  # keyed blocks (window ids)
     block_keyed: list[np.ndarray] = field(default_factory=list)  # rows: kld, nll diff, n
     block_anon: list[np.ndarray] = field(default_factory=list)  # one block per token
@@ -205,12 +225,15 @@ class Parts:
                 s["dp4"] += float(np.sum(dp2 * dp2))
         self.n += n
         self.kld_values.append(kld.copy())
+        self.diff_values.append(diff)
         if window_ids is None:
+            self.token_windows.append(None)
             self.block_anon.append(np.stack([kld, diff, np.ones(n)]))
         else:
             w = np.asarray(window_ids)
             if w.shape != (n,):
                 raise MismatchError(f"window ids must have shape ({n},), got {w.shape}")
+            self.token_windows.append(w.copy())
             ids, inv = np.unique(w, return_inverse=True)
             self.block_ids.append(ids)
             self.block_keyed.append(np.stack([
@@ -234,6 +257,8 @@ class Parts:
         for k in _SUM_KEYS:
             self.sums[k] += other.sums[k]
         self.kld_values.extend(other.kld_values)
+        self.diff_values.extend(other.diff_values)
+        self.token_windows.extend(other.token_windows)
         self.block_ids.extend(other.block_ids)
         self.block_keyed.extend(other.block_keyed)
         self.block_anon.extend(other.block_anon)
@@ -252,24 +277,28 @@ class Parts:
         parts.extend(self.block_anon)
         return np.concatenate(parts, axis=1) if parts else np.zeros((3, 0))
 
-
-def _bootstrap(blocks: np.ndarray, n_boot: int, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Resampled token-weighted means of KLD and NLL difference, shape (n_boot,) each."""
-    n_blocks = blocks.shape[1]
-    step = max(1, _BOOT_CELLS // n_blocks)
-    kld = np.empty(n_boot)
-    diff = np.empty(n_boot)
-    for lo in range(0, n_boot, step):
-        m = min(step, n_boot - lo)
-        idx = rng.integers(0, n_blocks, size=(m, n_blocks))
-        # sum over drawn blocks = weighted count per block; bincount on flattened rows
-        counts = np.bincount((idx + n_blocks * np.arange(m)[:, None]).ravel(),
-                             minlength=m * n_blocks).reshape(m, n_blocks).astype(np.float64)
-        tot = counts @ blocks.T  # (m, 3)
-        kld[lo:lo + m] = tot[:, 0] / tot[:, 2]
-        diff[lo:lo + m] = tot[:, 1] / tot[:, 2]
-    return kld, diff
+    def series(self) -> tuple[np.ndarray, list[int]]:
+        """(2, n) per-token KLD and NLL difference with the windows laid end to end (keyed
+        windows in ascending id order, each in arrival order; then every anonymous token as
+        a window of one), and the window sizes."""
+        kld = np.concatenate(self.kld_values) if self.kld_values else np.zeros(0)
+        diff = np.concatenate(self.diff_values) if self.diff_values else np.zeros(0)
+        keyed = [w is not None for w in self.token_windows]
+        mask = np.concatenate([np.full(v.size, k) for v, k in zip(self.kld_values, keyed,
+                                                                    strict=True)]) \
+            if self.kld_values else np.zeros(0, dtype=bool)
+        sizes: list[int] = []
+        order = np.zeros(0, dtype=np.int64)
+        if any(keyed):
+            wid = np.concatenate([w for w in self.token_windows if w is not None])
+            pos = np.flatnonzero(mask)
+            srt = np.argsort(wid, kind="stable")
+            order = pos[srt]
+            sizes = np.unique(wid, return_counts=True)[1].tolist()
+        anon = np.flatnonzero(~mask)
+        order = np.concatenate([order, anon])
+        sizes += [1] * anon.size
+        return np.stack([kld[order], diff[order]]), sizes
 
 
 def _ci(values: np.ndarray) -> tuple[float, float]:
@@ -333,13 +362,34 @@ def stats_from_parts(parts: Parts, n_boot: int = 1000,
         v["rms_dp"] = math.sqrt(mse) if mse > 0 else 0.0
         if mse_se is not None and v["rms_dp"] > 0:
             v["rms_dp_se"] = 0.5 / v["rms_dp"] * mse_se
-    if n_boot > 0 and n_windows >= 2:
-        gen = rng if rng is not None else np.random.default_rng(0)
-        bk, bd = _bootstrap(blocks, n_boot, gen)
-        v["kld_mean_ci_low"], v["kld_mean_ci_high"] = _ci(bk)
-        if parts.present["nll"]:
-            v["ln_ppl_ratio_ci_low"], v["ln_ppl_ratio_ci_high"] = _ci(bd)
+    v.update(_intervals(parts, blocks, n_boot, rng))
     return FidelityStats(**v)
+
+
+def _intervals(parts: Parts, blocks: np.ndarray, n_boot: int,
+               rng: np.random.Generator | None) -> dict[str, Any]:
+    """The bootstrap CIs of mean KLD and ln PPL ratio, and the method that made them."""
+    n_windows = int(blocks.shape[1])
+    if n_boot <= 0 or n_windows < 1:
+        return {}
+    gen = rng if rng is not None else np.random.default_rng(0)
+    out: dict[str, Any] = {}
+    if n_windows >= MIN_WINDOWS:
+        bk, bd = window_bootstrap_means(blocks, n_boot, gen)
+        out["ci_method"] = "window-bootstrap" if parts.block_ids else "token-bootstrap"
+        kld, diff = _ci(bk), _ci(bd)
+    elif parts.n > 10:
+        series, sizes = parts.series()  # (2, n)
+        length = series_block_length(series if parts.present["nll"] else series[:1], sizes)
+        ci = block_bootstrap_t(series, sizes, length, n_boot, gen, CI_LEVEL)  # (2, 2)
+        out.update({"ci_method": "moving-block-bootstrap", "ci_block_tokens": length})
+        kld, diff = (float(ci[0, 0]), float(ci[0, 1])), (float(ci[1, 0]), float(ci[1, 1]))
+    else:
+        return {}
+    out["kld_mean_ci_low"], out["kld_mean_ci_high"] = kld
+    if parts.present["nll"]:
+        out["ln_ppl_ratio_ci_low"], out["ln_ppl_ratio_ci_high"] = diff
+    return out
 
 
 def summarize(tm: TokenMetrics, windows: np.ndarray | None = None, *, n_boot: int = 1000,

@@ -35,7 +35,8 @@ class Panel:
 
     x: the variant per quant; y: the score per quant (fraction); y_low / y_high its CI
     (None when unknown); silent: True for members of the silent zone; ref_score: the
-    reference's score (drawn as a line); title: variant name and the rho it gives.
+    reference's score (drawn as a line); title: variant name and the rho it gives;
+    floor: the noise floor of the variant (a vertical dotted line), None when not measured.
     """
 
     title: str
@@ -47,6 +48,7 @@ class Panel:
     ref_score: float | None = None
     xlabel: str = ""
     ylabel: str = "score"
+    floor: float | None = None
 
 
 def _save(fig: Figure) -> Plot:
@@ -65,7 +67,7 @@ def fidelity_vs_score(panels: Sequence[Panel], ncols: int = 3) -> Plot:
     """Small multiples: each variant vs score, silent zone shaded, score CIs as error bars.
 
     The shaded vertical band spans the silent-zone quants' range of the variant; the
-    dashed line is the reference's score.
+    dashed line is the reference's score; the dotted vertical line the noise floor.
     """
     n = max(len(panels), 1)
     ncols = min(ncols, n)
@@ -89,6 +91,8 @@ def fidelity_vs_score(panels: Sequence[Panel], ncols: int = 3) -> Plot:
         ax.scatter(x[ok & s], y[ok & s], s=18, color="#2166ac", label="silent", zorder=3)
         if p.ref_score is not None and math.isfinite(p.ref_score):
             ax.axhline(p.ref_score, color="k", ls="--", lw=0.8, label="reference")
+        if p.floor is not None and math.isfinite(p.floor):
+            ax.axvline(p.floor, color="#7b3294", ls=":", lw=1.2, label="noise floor")
         if ok.any() and np.nanmin(x[ok]) > 0 and np.nanmax(x[ok]) / np.nanmin(x[ok]) > 50:
             ax.set_xscale("log")
         ax.set_title(p.title, fontsize=9)

@@ -135,3 +135,38 @@ def silent_members(a: dict[str, Any], score: str | None, rule: str) -> list[str]
 
 def silent_rules(a: dict[str, Any], score: str | None) -> list[str]:
     return [r for r in RULES if silent_members(a, score, r) is not None]
+
+
+def resolution(a: dict[str, Any], score: str | None, rule: str) -> dict[str, Any]:
+    """The resolution entry of a zone rule (``status``, ``mde``, ...), {} when absent."""
+    res = ((a.get("resolution") or {}).get("scores") or {}).get(score or "") or {}
+    r = res.get(rule)
+    return r if isinstance(r, dict) else {}
+
+
+def floor_of(a: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The noise floor of a variant key (``value``, ``ci_low``, ``ci_high``, ``method``)."""
+    f = (cohort(a).get("noise_floor") or {}).get(key)
+    return f if isinstance(f, dict) else None
+
+
+def within_floor(row: dict[str, Any], key: str) -> bool | None:
+    m = (row.get("metrics") or {}).get(key)
+    v = m.get("within_noise_floor") if isinstance(m, dict) else None
+    return v if isinstance(v, bool) else None
+
+
+def ci_method(row: dict[str, Any], key: str) -> str | None:
+    m = (row.get("metrics") or {}).get(key)
+    v = m.get("ci_method") if isinstance(m, dict) else None
+    return str(v) if v is not None else None
+
+
+def settings(a: dict[str, Any]) -> dict[str, Any]:
+    s = cohort(a).get("settings")
+    return s if isinstance(s, dict) else {}
+
+
+def benchmarks(a: dict[str, Any]) -> list[str]:
+    """The benchmark scores (every score but ``mean``)."""
+    return [s for s in scores(a) if s != MEAN]

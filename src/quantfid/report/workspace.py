@@ -50,9 +50,10 @@ def report_workspace(path: str | Path, out: str | Path | None = None, *, stored:
         except json.JSONDecodeError as e:
             raise FormatError(f"{p} is not valid JSON: {e}") from e
     else:
-        k = an.get("k") or None
+        k = an.get("k") or None  # 0 / absent: automatic
         analysis = run_all(ws, k=k, band=float(an.get("band", 0.99)), n_boot=n_boot,
-                           rng=np.random.default_rng(seed)).to_json()
+                           rng=np.random.default_rng(seed),
+                           resolution=float(an.get("resolution", 0.05))).to_json()
     t_an = time.perf_counter() - t0
     prov = provenance.from_workspace(ws, seeds={"analysis": seed},
                                      timings={**(timings or {}), "analysis": t_an}, config=cfg)
