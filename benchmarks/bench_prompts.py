@@ -19,10 +19,10 @@ import time
 
 import numpy as np
 import torch
+from quantfid.bench.score import score_naive, score_prompts
 
 from quantfid.backends.hf import load_hf
 from quantfid.bench.encode import encode_prompt
-from quantfid.bench.score import score_naive, score_prompts
 from quantfid.bench.tasks import DEFAULT_TASKS, load_prompts
 
 

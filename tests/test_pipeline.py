@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from tests.fixtures.tiny_study import TINY_CONFIG, copy_workspace, write_config
 
 from quantfid import cli
-from tests.fixtures.tiny_study import TINY_CONFIG, copy_workspace, write_config
 
 pytestmark = pytest.mark.slow
 

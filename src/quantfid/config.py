@@ -37,6 +37,8 @@ Layout of the file (every table optional; what is left out takes the default pre
     band = 0.99                           # band rule: score >= band x reference score
     n_boot = 2000                         # bootstrap resamples
     seed = 0
+    resolution = 0.05                     # a silent zone is resolved when its minimum
+                                          # detectable effect is <= this x the reference score
 
     [executor]                            # where units run
     kind = "local"                        # local | ray
@@ -102,6 +104,7 @@ class AnalysisConfig:
     band: float = 0.99
     n_boot: int = 2000
     seed: int = 0
+    resolution: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -343,15 +346,18 @@ def _ingest(entries: Any, where: str) -> tuple[IngestSource, ...]:
 
 
 def _analysis(data: dict[str, Any], cfg: StudyConfig, where: str) -> AnalysisConfig:
-    a = _table(data, "analysis", where, {"k", "band", "n_boot", "seed"})
+    a = _table(data, "analysis", where, {"k", "band", "n_boot", "seed", "resolution"})
     try:
         an = AnalysisConfig(k=int(a.get("k", cfg.analysis.k)),
                             band=float(a.get("band", cfg.analysis.band)),
                             n_boot=int(a.get("n_boot", cfg.analysis.n_boot)),
-                            seed=int(a.get("seed", cfg.analysis.seed)))
+                            seed=int(a.get("seed", cfg.analysis.seed)),
+                            resolution=float(a.get("resolution", cfg.analysis.resolution)))
     except (TypeError, ValueError) as e:
         raise QuantfidError(f"{where}: [analysis] values must be numbers ({e})") from e
     _expect(0 < an.band <= 1, where, f"[analysis] band must be in (0, 1], got {an.band}")
+    _expect(0 < an.resolution <= 1, where,
+            f"[analysis] resolution must be in (0, 1], got {an.resolution}")
     _expect(an.n_boot >= 0 and an.k >= 0, where, "[analysis] k and n_boot must be >= 0")
     return an
 
@@ -430,7 +436,9 @@ def to_toml(cfg: StudyConfig) -> str:
     a = cfg.analysis
     lines += ["[analysis]", "# k: size of the lowest-k silent zone (0 = automatic); band: fraction "
               "of the reference score", f"k = {a.k}", f"band = {a.band!r}", f"n_boot = {a.n_boot}",
-              f"seed = {a.seed}", ""]
+              f"seed = {a.seed}",
+              "# a silent zone is resolved when its minimum detectable effect is at most this "
+              "fraction of the reference's score", f"resolution = {a.resolution!r}", ""]
     x = cfg.executor
     lines += ["[executor]", "# local | ray (address: a running cluster; empty starts one here)",
               f"kind = {_toml_value(x.kind)}", f"address = {_toml_value(x.address)}",

@@ -138,10 +138,12 @@ class Study:
         from quantfid.executors import get_executor
 
         ws = Workspace(self.out)
-        atomic.write_json(ws.path / "study-config.json", self.cfg.to_json())
         with self.t.stage("setup"):
             pool = self._pool()
             plan = self.plan(pool)
+            selection = self.selection(plan)
+            atomic.write_json(ws.path / "study-config.json",
+                              {**self.cfg.to_json(), "selection": selection})
             self.say(plan.describe())
             todo = [u for u in plan.units if not u.done(ws)]
             self._register_done(ws, pool, plan, todo)
@@ -158,7 +160,7 @@ class Study:
         with self.t.stage("ingest"):
             self._ingest(ws)
         with self.t.stage("analysis"):
-            analysis = self._analyse(ws)
+            analysis = self._analyse(ws, selection)
         return self._report(ws, analysis, len(todo), len(plan.units) - len(todo))
 
     def _register_done(self, ws: Workspace, pool: ModelPool, plan: Plan, todo: list[Unit]) -> None:
@@ -193,13 +195,28 @@ class Study:
             ingest(ws, src.format, [Path(src.path)], src.model, reference=src.reference,
                    **src.options)
 
-    def _analyse(self, ws: Workspace) -> dict[str, Any]:
+    def selection(self, plan: Plan) -> dict[str, Any]:
+        """The configured cohort, as ``quantfid.analysis.selection.Selection.of`` takes it:
+        what the analysis (and ``quantfid report``) reads of a workspace that may hold more."""
+        models = [plan.reference.id, *(q.id for q in plan.quants),
+                  *(src.model for src in self.cfg.ingest)]
+        benchmarks = None if self.cfg.ingest else sorted(
+            {n for p in plan.prompt_sets for n in (p.benchmark, f"{p.benchmark}:acc_norm")})
+        variants = sorted({(c.corpus, c.ctx) for c in plan.corpora})
+        return {"models": sorted(set(models)), "variants": [list(v) for v in variants],
+                "benchmarks": benchmarks}
+
+    def _analyse(self, ws: Workspace, selection: dict[str, Any]) -> dict[str, Any]:
         from quantfid.analysis.run import run_all
+        from quantfid.analysis.selection import Selection
         from quantfid.report.build import clean
 
         a = self.cfg.analysis
-        res = run_all(ws, k=a.k or None, band=a.band, n_boot=a.n_boot,
-                      rng=np.random.default_rng(a.seed)).to_json()
+        sel = Selection.of(models=selection["models"],
+                           variants=[tuple(v) for v in selection["variants"]],
+                           benchmarks=selection["benchmarks"])
+        res = run_all(ws, k=a.k or None, band=a.band, n_boot=a.n_boot, resolution=a.resolution,
+                      rng=np.random.default_rng(a.seed), select=sel).to_json()
         atomic.write_json(ws.path / ANALYSIS_FILE, clean(res))
         return res
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.bench.helpers import GreedyTokenizer, tiny_llama
 
 from quantfid.backends.base import LoadedModel, LoglikRequest
 from quantfid.backends.hf import HFBackend
-from quantfid.reducers import FullRows
 from quantfid.records import Model
-
-from tests.bench.helpers import GreedyTokenizer, tiny_llama
+from quantfid.reducers import FullRows
 
 
 def _requests(rng: np.random.Generator, n: int, vocab: int = 48) -> list[LoglikRequest]:

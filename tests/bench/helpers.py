@@ -59,7 +59,7 @@ class ByteTokenizer:
         return bytes(ids).decode("utf-8", "replace")
 
 
-def tiny_family(root: "Path", scales: dict[str, float], seed: int = 0) -> dict[str, "Path"]:
+def tiny_family(root: Path, scales: dict[str, float], seed: int = 0) -> dict[str, Path]:
     """A tiny random Llama saved as a model directory (``ref``) and perturbed copies of it
     (weights + N(0, scale) noise from a seeded generator), one directory each, same tokenizer."""
     import shutil

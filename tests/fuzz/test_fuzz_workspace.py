@@ -130,10 +130,6 @@ TABLE = (b"| model | kld | acc | note |\n|---|---:|---:|---|\n| ref | - | 71.2% 
          b"| q2 | 0.4 | 60.1 | c |\n")
 
 
-@pytest.mark.xfail(strict=True, raises=(UnicodeDecodeError, IndexError),
-                   reason="analysis/table.py read_rows: a non-UTF-8 file raises UnicodeDecodeError "
-                          "and a table of only separator lines IndexError (fix requested from "
-                          "its owner; strict: this fails once fixed, then drop the mark)")
 @given(st.sampled_from([("t.md", TABLE),
                         ("t.csv", b"model,kld,acc\nref,,71.2\nq8,0.001,71.0\nq4,0.05,69.5\n"),
                         ("t.tsv", b"model\tkld\tacc\nref\t-\t71.2\nq8\t0.001\t71.0\n")])

@@ -52,6 +52,8 @@ def read_rows(path: str | Path) -> tuple[list[str], list[list[str]]]:
         text = p.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise QuantfidError(f"cannot read table {p}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{p}: not UTF-8 text ({e})") from e
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise FormatError(f"{p}: empty table")
@@ -62,6 +64,8 @@ def read_rows(path: str | Path) -> tuple[list[str], list[list[str]]]:
         delim = "\t" if p.suffix.lower() == ".tsv" or ("\t" in lines[0] and "," not in lines[0]) else ","
         rows = [[c.strip() for c in r] for r in csv.reader(io.StringIO(text), delimiter=delim)]
         rows = [r for r in rows if any(c for c in r)]
+    if not rows:
+        raise FormatError(f"{p}: no table rows")
     header, body = rows[0], rows[1:]
     for i, r in enumerate(body):
         if len(r) != len(header):

@@ -50,9 +50,15 @@ def report_workspace(path: str | Path, out: str | Path | None = None, *, stored:
         except json.JSONDecodeError as e:
             raise FormatError(f"{p} is not valid JSON: {e}") from e
     else:
+        from quantfid.analysis.selection import Selection
+
         k = an.get("k") or None  # 0 / absent: automatic
+        sel = (cfg or {}).get("selection")  # a study's configured cohort
+        select = None if not isinstance(sel, dict) else Selection.of(
+            models=sel.get("models"), benchmarks=sel.get("benchmarks"),
+            variants=None if sel.get("variants") is None else [tuple(v) for v in sel["variants"]])
         analysis = run_all(ws, k=k, band=float(an.get("band", 0.99)), n_boot=n_boot,
-                           rng=np.random.default_rng(seed),
+                           rng=np.random.default_rng(seed), select=select,
                            resolution=float(an.get("resolution", 0.05))).to_json()
     t_an = time.perf_counter() - t0
     prov = provenance.from_workspace(ws, seeds={"analysis": seed},
