@@ -93,7 +93,9 @@ def test_quick_study_end_to_end_resume_and_report(tmp_path, capsys):
     assert cli.main(["study", "--quick", "--out", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == verdict
     t2 = json.loads((out / "summary.json").read_text())["provenance"]
-    n_units = len(_parts(out, "fidelity")) + len(_parts(out, "outcomes"))
+    n_units = summary["provenance"]["units"]["run"]  # every unit of the first run
+    assert n_units == len(_parts(out, "fidelity")) + len(_parts(out, "outcomes")) + \
+        len(_parts(out, "noise_floor")) + len(list((out / "arrays" / "reference").iterdir()))
     assert t2["units"] == {"run": 0, "skipped": n_units}
     assert "quantize" not in t2["timings_s"] and "measure" not in t2["timings_s"]
     assert {p: p.stat().st_mtime_ns for p in (out / "tables").rglob("*.parquet")} == mtimes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -63,7 +65,6 @@ def tiny_family(root: Path, scales: dict[str, float], seed: int = 0) -> dict[str
     """A tiny random Llama saved as a model directory (``ref``) and perturbed copies of it
     (weights + N(0, scale) noise from a seeded generator), one directory each, same tokenizer."""
     import shutil
-    from pathlib import Path
 
     from transformers import AutoModelForCausalLM
 
