@@ -116,12 +116,12 @@ def test_verdict_first_and_from_the_analysis(volume_report, analysis):
 
 
 def test_rules_are_stated_in_the_report(volume_report):
-    from quantfid.report.verdict import RULES
+    from quantfid.report.verdict import VERDICT_RULES
 
-    assert len(RULES) >= 6 and any("Router" in r for r in RULES)
-    assert any("unresolved" in r for r in RULES)
+    assert len(VERDICT_RULES) >= 6 and any("Router" in r for r in VERDICT_RULES)
+    assert any("unresolved" in r for r in VERDICT_RULES)
     md = volume_report.markdown.read_text()
-    assert all(r in md for r in RULES)
+    assert all(r in md for r in VERDICT_RULES)
 
 
 def test_nan_becomes_null(tmp_path, analysis):

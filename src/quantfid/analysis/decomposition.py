@@ -29,7 +29,7 @@ import numpy as np
 
 from quantfid.analysis.cohort import MEAN, Cohort
 from quantfid.analysis.correlation import Correlation, correlate_many
-from quantfid.analysis.silent_zone import RULES, SilentZone, flips
+from quantfid.analysis.silent_zone import ZONE_RULES, SilentZone, flips
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def decompose(cohort: Cohort, primary: int, zones: dict[str, SilentZone], *, n_b
         zone = zones.get(MEAN if b == "composite" else b)
         subsets: list[tuple[str, str | None, np.ndarray | None]] = [("full", None, None)]
         if zone is not None:
-            subsets += [("silent", r, zone.masks[r]) for r in RULES if r in zone.masks]
+            subsets += [("silent", r, zone.masks[r]) for r in ZONE_RULES if r in zone.masks]
         for subset, rule, member in subsets:
             rs = correlate_many(x, y, n_boot=n_boot, rng=rng, member=member, cache=cache)[0]
             corrs.append((quantity, b, Correlation.of(rs, metric=var.stat, score=quantity,

@@ -24,7 +24,7 @@ from quantfid.analysis.resolution import THRESHOLD, Resolution, resolve_all
 from quantfid.analysis.robustness import Robustness, robustness
 from quantfid.analysis.router import RouterResult, route
 from quantfid.analysis.selection import Selection
-from quantfid.analysis.silent_zone import RULES, SilentZone, flips, silent_zone
+from quantfid.analysis.silent_zone import ZONE_RULES, SilentZone, flips, silent_zone
 from quantfid.errors import QuantfidError
 from quantfid.store.workspace import Workspace
 
@@ -47,7 +47,7 @@ def correlations(cohort: Cohort, zones: dict[str, SilentZone], *, n_boot: int,
         subsets: list[tuple[str, str | None, np.ndarray | None]] = [("full", None, None)]
         zone = zones.get(score)
         if zone is not None:
-            subsets += [("silent", r, zone.masks[r]) for r in RULES if r in zone.masks]
+            subsets += [("silent", r, zone.masks[r]) for r in ZONE_RULES if r in zone.masks]
         for subset, rule, member in subsets:
             stats = correlate_many(cohort.values, y, n_boot=n_boot, rng=rng, member=member,
                                    cache=cache)

@@ -26,7 +26,7 @@ from quantfid.analysis.binomial import sign_test_p
 from quantfid.analysis.cohort import MEAN, Cohort, PromptData
 from quantfid.analysis.correlation import direction
 
-RULES: tuple[str, ...] = ("paired", "band", "lowest_k")
+ZONE_RULES: tuple[str, ...] = ("paired", "band", "lowest_k")
 
 
 @dataclass(frozen=True)

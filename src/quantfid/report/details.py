@@ -8,7 +8,7 @@ from typing import Any
 from quantfid import embedded
 from quantfid.report.blocks import Block, Bullets, Details, Note, Para, fmt, table_from_rows
 from quantfid.report.csvs import Dataset
-from quantfid.report.verdict import RULES
+from quantfid.report.verdict import VERDICT_RULES
 
 MD_ROWS = 40
 MAX_COLUMNS = 13
@@ -107,7 +107,7 @@ def method(provenance: dict[str, Any], embedded_ref: bool) -> list[Block]:
              "a drop that matters: its minimum detectable effect is stated and an unresolved zone "
              "gives no finding."),
         Para("The verdict is derived by these stated rules (quantfid.analysis.verdict):"),
-        Bullets(RULES),
+        Bullets(VERDICT_RULES),
         Bullets(("Small cohorts and few prompts give wide intervals: read the intervals, not the "
                  "point values.",
                  "A zone is where the benchmark cannot tell quants from the reference, not where "

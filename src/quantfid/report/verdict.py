@@ -13,7 +13,7 @@ from typing import Any
 from quantfid.analysis import verdict as analysis_verdict
 from quantfid.analysis.verdict import Verdict
 
-__all__ = ["RULES", "Verdict", "verdict"]
+__all__ = ["VERDICT_RULES", "Verdict", "verdict"]
 
 
 def _rules() -> tuple[str, ...]:
@@ -34,7 +34,7 @@ def _rules() -> tuple[str, ...]:
     return tuple(i.replace("``", "") for i in items)
 
 
-RULES: tuple[str, ...] = _rules()
+VERDICT_RULES: tuple[str, ...] = _rules()
 
 
 def verdict(analysis: dict[str, Any]) -> Verdict:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from quantfid.analysis.silent_zone import ZONE_RULES
+
 MEAN = "mean"
-RULES = ("paired", "band", "lowest_k")
 
 
 def num(v: Any) -> float | None:
@@ -134,7 +135,7 @@ def silent_members(a: dict[str, Any], score: str | None, rule: str) -> list[str]
 
 
 def silent_rules(a: dict[str, Any], score: str | None) -> list[str]:
-    return [r for r in RULES if silent_members(a, score, r) is not None]
+    return [r for r in ZONE_RULES if silent_members(a, score, r) is not None]
 
 
 def resolution(a: dict[str, Any], score: str | None, rule: str) -> dict[str, Any]:
