@@ -95,27 +95,31 @@ def _score_batch(head: ChunkedHead, batch: Sequence[LoglikRequest], index: Seque
         greedy = np.zeros(n_c, dtype=bool)
         reduced: list[Any] = []
         for c in range(n_c):
-            cont = conts[r].to(dev)
-            first = last_lsm[b]
-            lps = [first[cont[0]].reshape(1)]
-            hits = [bool(first.argmax() == cont[0])]
-            rest: torch.Tensor | None = None
-            if len(cont) > 1:
-                assert cont_states is not None
-                rest = cont_states[r, :len(cont) - 1]  # (L - 1, H) or (L - 1, V)
-                lsm = torch.log_softmax((head.head(rest) if is_hidden else rest).float(), dim=-1)
-                lps.append(lsm.gather(-1, cont[1:, None])[:, 0])
-                hits.append(bool((lsm.argmax(-1) == cont[1:]).all()))
-            ll[c] = float(torch.cat(lps).double().sum())
-            greedy[c] = all(hits)
+            rest = None if cont_states is None else cont_states[r, :len(conts[r]) - 1]
+            ll[c], greedy[c] = _choice(head, last_lsm[b], conts[r].to(dev), rest, is_hidden)
             if reducer is not None and c == p.gold:
                 w = index[b]
                 reduced += _reduce_rows(head, reducer, w, 0, states[b, p_max - plen[b]:], is_hidden)
-                if rest is not None:
+                if rest is not None and rest.shape[0]:
                     reduced += _reduce_rows(head, reducer, w, plen[b], rest, is_hidden)
             r += 1
         results.append(LoglikResult(loglik=ll, is_greedy=greedy, reduced=reduced))
     return results
+
+
+def _choice(head: ChunkedHead, first: torch.Tensor, cont: torch.Tensor,
+            rest: torch.Tensor | None, is_hidden: bool) -> tuple[float, bool]:
+    """One continuation's summed log-prob (float64 sum of float32 log-probs) and whether
+    every token is the argmax. first: (V,) log-softmax at the context's last position; rest:
+    (L - 1, H) hidden states (or (L - 1, V) logits) of the continuation's own positions."""
+    lps = [first[cont[0]].reshape(1)]
+    hits = [bool(first.argmax() == cont[0])]
+    if len(cont) > 1:
+        assert rest is not None
+        lsm = torch.log_softmax((head.head(rest) if is_hidden else rest).float(), dim=-1)
+        lps.append(lsm.gather(-1, cont[1:, None])[:, 0])
+        hits.append(bool((lsm.argmax(-1) == cont[1:]).all()))
+    return float(torch.cat(lps).double().sum()), all(hits)
 
 
 def iter_loglik(head: ChunkedHead, requests: Sequence[LoglikRequest],
