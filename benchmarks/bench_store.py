@@ -226,6 +226,33 @@ def numerics(root: Path, ref: np.ndarray, q: np.ndarray, toks: np.ndarray) -> di
         out[f"{kind}_kld_mean_from_logits"] = means[0]
         out[f"{kind}_kld_mean_from_f32_logsoftmax"] = means[1]
         out[f"{kind}_kld_mean_rel_change"] = means[0] / means[1] - 1
+    out.update(device_numerics(root, ref, q, toks))
+    return out
+
+
+def device_numerics(root: Path, ref: np.ndarray, q: np.ndarray, toks: np.ndarray
+                    ) -> dict[str, Any]:
+    """The torch (CUDA) path on CPU tensors against the float64 kernels: mean KLD and the
+    largest per-token KLD difference (float32 passes over V)."""
+    import torch
+
+    from quantfid.metrics import device
+
+    comp = CompactStore(root / "num-logits")
+    full = FullStore(root / "numf-logits")
+    out: dict[str, Any] = {}
+    for kind, st in (("compact", comp), ("full", full)):
+        a, b = [], []
+        for w in range(len(ref)):
+            qt = torch.from_numpy(q[w, :-1])
+            a.append(st.metrics_against(w, qt).kld)
+            dev = (device.compact_metrics_torch(comp.rows(w), qt, comp.targets(w)) if
+                   kind == "compact" else
+                   device.full_metrics_torch(full.rows(w), qt, full.targets(w)))
+            b.append(dev.arrays["kld"])
+        ka, kb = np.concatenate(a), np.concatenate(b)
+        out[f"{kind}_device_path_kld_mean_rel_diff"] = float(kb.mean() / ka.mean() - 1)
+        out[f"{kind}_device_path_kld_max_abs_diff"] = float(np.abs(kb - ka).max())
     return out
 
 

@@ -87,7 +87,11 @@ def test_compact_metrics_torch_equal_numba_to_float32(tail: str) -> None:
 
 
 def test_full_metrics_torch_equal_numba_to_float32() -> None:
+    """A full store's rows are log-probs: every entry ~30 below the quant's logits, which a
+    plain float32 difference would round at 2e-6."""
     ref, quant, tgt = logits(2)
+    ref = (ref - np.log(np.exp(ref.astype(np.float64)).sum(1, keepdims=True))).astype(np.float32)
+    quant += np.float32(12.0)
     want = full_metrics(ref, quant, tgt)
     res = device.full_metrics_torch(ref, torch.from_numpy(quant), tgt)
     for k, v in want.arrays().items():

@@ -12,9 +12,12 @@ Numerics: the passes over V are float32 (logits of any float dtype are widened t
 max-shifted exponentials, sums with torch's float32 reductions), everything per row or per
 kept id is float64 (log-normaliser, gathered log-probs, KL sums over the kept entries). The
 log-normaliser's float32 rounding (~1e-7 relative) shifts every log-prob of a row alike, so
-KL is off by up to ~1e-7 nats absolute against the float64 CPU kernels. Device memory beyond
-the input: about 4 P V bytes for the metrics (the exponentials), 12 P V for the compact rows
-(plus a float64 cumulative sum for the tail samples), 16-20 P V for the full comparison.
+KL is off by a few 1e-7 nats at most against the float64 CPU kernels (SmolLM2 logits: mean
+KLD within ~1e-5 relative; benchmarks/bench_store.py --real). The full comparison takes the
+logit difference r - x minus its row offset exactly (``_shifted_difference``) and sums with
+torch's tree reductions (a float32 einsum dot product loses ~1e-4). Device memory beyond the
+input: about 4 P V bytes for the compact metrics (the exponentials), 12 P V for the compact
+rows (a float64 cumulative sum for the tail samples), 16-24 P V for the full comparison.
 Ties in a top-k rank the lower id first, as on the CPU (``top_exact``).
 """
 
@@ -250,25 +253,42 @@ def _overlaps(ref_ids: torch.Tensor, ref_counts: torch.Tensor, x: torch.Tensor
     return out
 
 
+def _shifted_difference(r: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """(r - x) - float32(c) in float32, rounded once as a whole: Knuth's TwoSum gives r - x as
+    s + err exactly, and s - c is exact when the difference is near its row's offset c (a
+    log-prob reference against quant logits differ by ~30 in every entry, which a plain
+    float32 difference would round at 2e-6)."""
+    s = r - x  # (P, V)
+    bv = s - r  # the part of s that came from -x
+    err = r - (s - bv)  # (r - av), then the rounding error of s: (r - av) + (-x - bv)
+    err -= x + bv
+    return s.sub_(c.float()).add_(err)
+
+
 def full_metrics_torch(ref_rows: Any, logits: torch.Tensor, targets: np.ndarray | None, *,
                        extras: bool = True) -> HostResult:
     """``quantfid.metrics.token.token_metrics`` on the logits' device (the reference rows are
     copied there in float32): TokenMetrics fields, float64 per token."""
     x = logits.detach().float()  # (P, V)
-    r = torch.as_tensor(np.asarray(ref_rows) if not isinstance(ref_rows, torch.Tensor)
-                        else ref_rows).to(x.device, torch.float32)  # (P, V)
+    if not isinstance(ref_rows, torch.Tensor):
+        a = np.asarray(ref_rows)  # a store's rows are read-only memory maps: copy to read
+        ref_rows = torch.from_numpy(a if a.flags.writeable else a.copy())
+    r = ref_rows.to(x.device, torch.float32)  # (P, V)
     _check_finite(x, "quant logits", r)
     mr, mq = r.amax(1, keepdim=True), x.amax(1, keepdim=True)  # (P, 1)
-    d = (r - mr) - (x - mq)  # (P, V): ln p - ln q up to the per-row normalisers
+    c = mr.to(F64) - mq.to(F64)  # (P, 1), exact
+    d = _shifted_difference(r, x, c)  # (P, V) (r - x) - c to ~1 float32 rounding of itself
     w = torch.exp(r - mr)  # (P, V)
     zr = w.sum(1).to(F64)
-    sr = torch.einsum("pv,pv->p", w, d).to(F64)
+    sr = w.mul_(d).sum(1).to(F64)  # torch's tree sums (a float32 einsum/bmm dot loses 1e-4)
     torch.exp(x - mq, out=w)  # w now holds the quant's exponentials
     zq = w.sum(1).to(F64)
-    sq = torch.einsum("pv,pv->p", w, d).to(F64)
+    sq = w.mul_(d).sum(1).to(F64)
     lzr, lzq = zr.log(), zq.log()
-    out = {"kld": (sr / zr - lzr + lzq).clamp(min=0.0),
-           "rkld": (-sq / zq + lzr - lzq).clamp(min=0.0),
+    c_lo = (c - c.float().to(F64)).squeeze(1)  # what float32 c left out
+    # ln p - ln q = (r - x) - c - ln Zr + ln Zq, Zr = sum exp(r - mr), Zq likewise
+    out = {"kld": (sr / zr - c_lo - lzr + lzq).clamp(min=0.0),
+           "rkld": (-sq / zq + c_lo + lzr - lzq).clamp(min=0.0),
            "same_top1": r.argmax(1) == x.argmax(1), "ref_top1_prob": 1.0 / zr}
     if targets is not None:
         gi, _ = _targets(targets, x.device)
