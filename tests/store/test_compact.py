@@ -11,7 +11,7 @@ from scipy.special import log_softmax
 
 from quantfid.errors import FormatError, MismatchError
 from quantfid.metrics.token import token_metrics
-from quantfid.store.compact import CompactStore, CompactStoreWriter, select_top
+from quantfid.store.compact import CompactStore, CompactStoreWriter, compact_rows
 from quantfid.store.full import FullStoreWriter
 
 V, CTX = 400, 32  # llama.cpp scoring: 15 scored tokens per window
@@ -47,18 +47,29 @@ def coarse_kl(lp: np.ndarray, lq: np.ndarray, top: np.ndarray) -> float:
     return kl
 
 
-def test_select_top_reaches_mass_and_sorts() -> None:
-    lp = log_softmax(np.random.default_rng(1).normal(size=(5, V)) * 3, axis=1)
-    counts, ids, vals, tail = select_top(lp, mass=0.99, cap=300, min_k=10)
+def test_compact_rows_reach_mass_and_sort() -> None:
+    """Adaptive k, order, direct-sum tail, exact target log-prob: against plain numpy."""
+    rng = np.random.default_rng(1)
+    lp = log_softmax(rng.normal(size=(5, V)) * 3, axis=1)
+    tgt = np.array([0, 5, -1, V - 1, 17])
+    rows = compact_rows(lp, tgt, mass=0.99, cap=300, min_k=10, tail_samples=0,
+                        rng=np.random.default_rng(0))
+    o = rows.offsets
     for i in range(5):
-        k = counts[i]
+        k = int(rows.counts[i])
+        ids, vals = rows.ids[o[i]:o[i + 1]], rows.logp[o[i]:o[i + 1]]
         order = np.argsort(-lp[i], kind="stable")
-        np.testing.assert_array_equal(ids[i, :k], order[:k])
-        assert np.exp(vals[i, :k]).sum() >= 0.99 or k == 300
-        assert k == 10 or np.exp(vals[i, :k - 1]).sum() < 0.99
-        np.testing.assert_allclose(np.log(tail[i].sum()), np.log1p(-np.exp(vals[i, :k]).sum()),
-                                   rtol=1e-9)
-        assert np.all(tail[i, ids[i, :k]] == 0) and np.count_nonzero(tail[i]) == V - k
+        np.testing.assert_array_equal(ids, order[:k])
+        np.testing.assert_allclose(vals, lp[i, ids], rtol=1e-13)
+        assert np.exp(vals).sum() >= 0.99 or k == 300
+        assert k == 10 or np.exp(vals[:k - 1]).sum() < 0.99
+        tail = np.setdiff1d(np.arange(V), ids)
+        np.testing.assert_allclose(rows.log_tail[i], np.log(np.exp(lp[i, tail]).sum()), rtol=1e-12)
+        if tgt[i] >= 0:
+            assert rows.target_logp[i] == pytest.approx(lp[i, tgt[i]], rel=1e-13)
+        else:
+            assert np.isnan(rows.target_logp[i])
+    assert len(rows.tail_ids) == 0 and not rows.tail_counts.any()
 
 
 def test_bucket_kl_is_exact_coarse_graining_and_lower_bound(tmp_path: Path) -> None:

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.special import log_softmax
 
 from quantfid.errors import FormatError, MismatchError, QuantfidError
 from quantfid.metrics.token import token_metrics
-from quantfid.store.full import FullStore, FullStoreWriter
+from quantfid.store.full import FullStore, FullStoreWriter, full_metrics
 
 V, CTX = 64, 16  # llama.cpp scoring: 7 scored tokens per window
 
@@ -54,6 +55,23 @@ def test_metrics_equal_direct_computation(tmp_path: Path) -> None:
     q[2, 5] = np.nan
     with pytest.raises(QuantfidError, match="non-finite"):
         st.metrics_against(1, q)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_rows_in_chunks_equal_the_window(tmp_path: Path, dtype: str) -> None:
+    """full_metrics over the store's rows, chunk by chunk (torch input), equals the window."""
+    st, logits, toks = make(tmp_path, dtype)
+    q = torch.from_numpy(logits[2] * 0.9).to(torch.bfloat16)
+    whole = st.metrics_against(2, q)
+    np.testing.assert_array_equal(st.rows(2, 1, 5), st.logp(2)[1:5])
+    parts = [full_metrics(st.rows(2, a, b), q[a:b], toks[2, 9 + a:9 + b])
+             for a, b in ((0, 3), (3, 4), (4, 7))]
+    for k, v in whole.arrays().items():
+        np.testing.assert_array_equal(np.concatenate([getattr(p, k) for p in parts]), v)
+    direct = token_metrics(np.asarray(st.logp(2), np.float32), q.float().numpy(), toks[2, 9:])
+    np.testing.assert_allclose(whole.kld, direct.kld, rtol=1e-12)
+    with pytest.raises(MismatchError, match="outside"):
+        st.rows(2, 4, 8)
 
 
 def test_check_tokens(tmp_path: Path) -> None:

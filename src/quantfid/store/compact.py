@@ -36,13 +36,22 @@ binds and p_T is a few percent (``tail_mass()`` / ``tail_bound(eps)`` report it)
 stored tail sample estimates the gap: with ``r = q_T(v) / p_T(v)``,
 ``KL(P_T || Q_T) = E_{v ~ P_T}[r - 1 - ln r]`` (as ``E[r] = 1``), estimated by the sample
 mean (unbiased, every term >= 0, relative error independent of how small KL is). The
-reported ``kld`` is ``KL_c + p_T * estimate``; ``metrics_against(..., tail="bucket")``
-returns the deterministic lower bound ``KL_c`` instead. Measured on SmolLM2-135M (510
-scored tokens of our prose, benchmarks/bench_store.py): mean KLD within 0.2 % of the full store for
-an 8-bit and a 4-bit per-row RTN quant at ~1.7 kB per token (56x smaller than llama.cpp's
-2 V bytes). Reverse KL and Jensen-Shannon use the bucket only: lower bounds of the full
-ones (data-processing inequality). Same top-1, the reference's top-1 probability,
-NLL(ref), NLL(Q), dp and the top-5/top-10 overlaps are exact (given ``min_k >= 10``).
+reported ``kld`` is ``KL_c + p_T * estimate``; ``tail="bucket"`` gives the deterministic
+lower bound ``KL_c`` instead. Measured on SmolLM2-135M (510 scored tokens of our prose,
+benchmarks/bench_store.py): mean KLD within 0.2 % of the full store for an 8-bit and a 4-bit
+per-row RTN quant at ~1.7 kB per token (56x smaller than llama.cpp's 2 V bytes). Reverse KL
+and Jensen-Shannon use the bucket only: lower bounds of the full ones (data-processing
+inequality). Same top-1, the reference's top-1 probability, NLL(ref), NLL(Q), dp and the
+top-5/top-10 overlaps are exact (given ``min_k >= 10``; a row with fewer kept ids compares
+its first ``min(k, count)``).
+
+Computation, in chunks of P positions where the logits live (memory O(P x V), never
+O(corpus x V)): ``compact_rows`` turns (P, V) logits into ``CompactRows``, ``compact_metrics``
+compares a quant's (P, V) logits with them; the writer's ``append`` and the reader's
+``metrics_against`` are these calls. CPU: fused numba kernels
+(:mod:`quantfid.metrics.compact_kernel`), float64 log-softmax of the values as read (no
+float64 copy of the chunk). CUDA: torch float32 on the device (:mod:`quantfid.metrics.device`);
+only compact rows or per-token results cross to the host.
 
 Layout: ``meta.json`` (``kind = "compact"``), ``tokens.npy``, and raw little-endian arrays
 ``counts.bin`` (int32, k per token), ``ids.bin`` (uint16 when vocab <= 65536, else int32),
@@ -60,51 +69,30 @@ from typing import IO, Any
 
 import numpy as np
 
-from quantfid.errors import FormatError, MismatchError
+from quantfid.errors import FormatError, MismatchError, QuantfidError
+from quantfid.metrics import compact_kernel as ck
+from quantfid.metrics.inputs import check_targets, host_rows, on_device, raise_bad, shape2
 from quantfid.metrics.types import TokenMetrics
 from quantfid.store.meta import (
     TOKENS_NAME,
     StoreDirWriter,
     StoreMeta,
     StoreWriterBase,
-    as_float_rows,
     check_compatible,
     load_tokens,
 )
+from quantfid.store.rows import CompactRows
 
 DEFAULT_MASS = 1.0 - 1e-4
 DEFAULT_CAP = 256
 DEFAULT_MIN_K = 10
 DEFAULT_TAIL_SAMPLES = 32
 VALUE_DTYPES = ("float32", "float16")
-_ROWS = 64  # rows per pass: memory O(_ROWS x vocab) float64
+TAILS = ("sampled", "bucket")
+METRIC_FIELDS = ("kld", "rkld", "jsd", "nll_ref", "nll_q", "dp", "ref_top1_prob",
+                 "top5_overlap", "top10_overlap")  # columns of compare_rows' output, then same
 _FILES = ("counts", "ids", "logp", "log_tail", "target_logp", "tail_counts", "tail_ids",
           "tail_logp")
-
-
-def sample_tail(tail_p: np.ndarray, logp: np.ndarray, m: int,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Systematic PPS sample of ``m`` ids per row from the tail distribution P_T.
-
-    tail_p: (n, V) probabilities with the kept entries zeroed; logp: (n, V) log-probs. Row i
-    gets the ids at cumulative tail mass (j + u_i) / m of the total, j = 0..m-1, u_i ~ U[0, 1)
-    from ``rng``: each tail id is drawn m * p_T(v) times in expectation, so p_T * mean_j
-    f(v_j) is an unbiased estimate of sum_{v in tail} p(v) f(v). Rows with an empty tail get
-    -1 ids. Returns (ids (n, m), their log-probs).
-    """
-    n = tail_p.shape[0]
-    ids = np.full((n, m), -1, np.int64)
-    u = np.asarray(rng.random(n), dtype=np.float64)
-    for i in range(n):
-        cum = np.cumsum(tail_p[i])
-        if not cum[-1] > 0:
-            continue
-        pos = (np.arange(m) + u[i]) / m * cum[-1]
-        pick = np.minimum(np.searchsorted(cum, pos, side="right"), tail_p.shape[1] - 1)
-        pick[tail_p[i, pick] <= 0] = int(np.argmax(tail_p[i]))  # float edge at cum[-1]
-        ids[i] = pick
-    vals = np.take_along_axis(logp, np.maximum(ids, 0), axis=1)
-    return ids, np.where(ids >= 0, vals, -np.inf)
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -112,68 +100,122 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 65536 else np.dtype("<i4")
 
 
-def softmax_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise (log-softmax, softmax) in float64 with one exp pass."""
-    x = np.asarray(x, dtype=np.float64)
-    mx = x.max(axis=1, keepdims=True)
-    e = np.exp(x - mx)
-    s = e.sum(axis=1, keepdims=True)
-    return x - (mx + np.log(s)), e / s
+def check_settings(mass: float, cap: int, min_k: int, tail_samples: int) -> None:
+    """MismatchError unless the compact-row settings make sense."""
+    if not 0.0 < mass <= 1.0:
+        raise MismatchError(f"mass target must be in (0, 1], got {mass}")
+    if tail_samples < 0:
+        raise MismatchError(f"tail_samples must be >= 0, got {tail_samples}")
+    if cap < 1 or min_k < 1:
+        raise MismatchError(f"cap and min_k must be >= 1, got {cap}, {min_k}")
 
 
-def _log_rows(total: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        return np.log(total)
+def compact_rows(logits: Any, targets: Any, *, mass: float = DEFAULT_MASS,
+                 cap: int = DEFAULT_CAP, min_k: int = DEFAULT_MIN_K,
+                 tail_samples: int = DEFAULT_TAIL_SAMPLES,
+                 rng: np.random.Generator) -> CompactRows:
+    """The compact rows (module docstring) of P positions' unnormalised logits.
 
-
-def select_top(logp: np.ndarray, mass: float = DEFAULT_MASS, cap: int = DEFAULT_CAP,
-               min_k: int = DEFAULT_MIN_K, probs: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Adaptive top-k of normalized float64 log-probs (n, V) (``probs``: their exp, if known).
-
-    Returns (counts (n,), ids (n, cap) sorted by decreasing prob, values (n, cap), tail_p
-    (n, V): the probabilities with the kept entries zeroed, so ``p_T = tail_p.sum(1)`` is a
-    direct sum of the tail, never ``1 - sum``); only the first ``counts[i]`` entries of row
-    i are kept.
+    logits: (P, V) torch tensor (CPU or CUDA) or numpy array, any float dtype. targets: (P,)
+    next-token ids, -1 = unknown (NaN ``target_logp``). rng: one uniform per sampled row, in
+    row order, so a window's chunks drawn in order give the whole window's rows. Numerics: CPU,
+    float64 log-softmax (float32 values widened as read; numba); CUDA, float32 over V on the
+    device, top-k mass and log-probs in float64 there, only the rows come back. Ties rank the
+    lower id first (as ``argmax``). ``mass = 1`` keeps ``cap`` ids. A NaN or infinity is a
+    QuantfidError naming its position.
     """
-    n, vocab = logp.shape
-    cap = min(cap, vocab)
-    min_k = min(min_k, cap)
-    if cap < vocab:
-        part = np.argpartition(-logp, cap - 1, axis=1)[:, :cap]
-    else:
-        part = np.broadcast_to(np.arange(vocab), (n, vocab)).copy()
-    vals = np.take_along_axis(logp, part, axis=1)
-    order = np.lexsort((part, -vals), axis=-1)
-    ids = np.take_along_axis(part, order, axis=1)
-    vals = np.take_along_axis(vals, order, axis=1)
-    cum = np.cumsum(np.exp(vals), axis=1)
-    counts = np.clip((cum < mass).sum(axis=1) + 1, min_k, cap)
-    tail_p = np.exp(logp) if probs is None else probs.copy()
-    keep = np.arange(cap)[None, :] < counts[:, None]
-    rows = np.broadcast_to(np.arange(n)[:, None], (n, cap))
-    tail_p[rows[keep], ids[keep]] = 0.0
-    return counts.astype(np.int32), ids, vals, tail_p
+    check_settings(mass, cap, min_k, tail_samples)
+    n, vocab = shape2(logits, "logits")
+    t = check_targets(targets, n, vocab)
+    if on_device(logits):
+        from quantfid.metrics import device
+
+        res = device.compact_rows_torch(logits, t, mass=mass, cap=cap, min_k=min_k,
+                                        tail_samples=tail_samples, rng=rng)
+        return CompactRows(**res.arrays)
+    return _compact_rows_cpu(host_rows(logits, "logits"), t, mass, min(cap, vocab),
+                             min(min_k, cap, vocab), tail_samples, rng)
 
 
-def _tail_kl_estimate(rows: np.ndarray, ln_r: np.ndarray, counts: np.ndarray,
-                      n: int) -> np.ndarray:
-    """Per-row estimate of KL(P_T || Q_T) from samples v_j ~ P_T, ln r_j = ln q_T(v_j)/p_T(v_j).
+def _compact_rows_cpu(x: np.ndarray, t: np.ndarray, mass: float, cap: int, min_k: int,
+                      m: int, rng: np.random.Generator) -> CompactRows:
+    n = x.shape[0]
+    counts = np.zeros(n, np.int32)
+    ids = np.zeros((n, cap), np.int64)  # (P, cap)
+    vals = np.zeros((n, cap), np.float64)  # (P, cap)
+    lse, log_tail, tlp = (np.zeros(n, np.float64) for _ in range(3))
+    bad = np.zeros(n, np.int8)
+    ck.select_rows(x, t, mass, cap, min_k, ck.n_blocks(n), counts, ids, vals, lse, log_tail,
+                   tlp, bad)
+    if bad.any():
+        raise_bad(x, bad, "logits")
+    floor = math.log1p(-mass) if mass < 1 else -math.inf
+    need = log_tail > floor if m else np.zeros(n, bool)
+    rows = np.flatnonzero(need)
+    u = np.asarray(rng.random(len(rows)), dtype=np.float64)
+    s_ids = np.zeros((len(rows), m), np.int64)  # (n_sampled, m)
+    s_lp = np.zeros((len(rows), m), np.float64)
+    if len(rows):
+        ck.sample_rows(x, rows, lse, counts, ids, u, ck.n_blocks(len(rows)), s_ids, s_lp)
+    keep = np.arange(cap)[None, :] < counts[:, None]  # (P, cap)
+    return CompactRows(counts=counts, ids=ids[keep], logp=vals[keep], log_tail=log_tail,
+                       target_logp=tlp, tail_counts=np.where(need, m, 0).astype(np.int32),
+                       tail_ids=s_ids.reshape(-1), tail_logp=s_lp.reshape(-1))
 
-    Uses mean_j (r_j - 1 - ln r_j): unbiased because E_{P_T}[r] = 1 exactly (Q_T sums to
-    1 over the tail), every term is >= 0, and for small perturbations each term is about
-    (ln r)^2 / 2, so the relative error does not blow up as KL -> 0 (the plain mean of
-    -ln r would). Rows with no samples get 0.
+
+def _check_ref(ref: CompactRows, n: int, vocab: int) -> None:
+    if len(ref) != n:
+        raise MismatchError(f"compact rows: {len(ref)} reference rows for {n} quant positions")
+    for name in ("ids", "tail_ids"):
+        a = np.asarray(getattr(ref, name))
+        if a.size and (int(a.min()) < 0 or int(a.max()) >= vocab):
+            raise MismatchError(f"compact rows: {name} outside the quant's vocabulary "
+                                f"(size {vocab})")
+
+
+def compact_metrics(ref: CompactRows, logits: Any, targets: Any, *,
+                    tail: str = "sampled") -> TokenMetrics:
+    """Per-token metrics of a quant's (P, V) logits against the reference's compact rows.
+
+    kld: bucket KL_c plus the sampled tail estimate (``tail="sampled"``) or the lower bound
+    KL_c alone (``"bucket"``); rkld / jsd use the bucket (lower bounds); the rest is exact
+    (module docstring). logits: numpy or torch (CPU or CUDA), any float dtype, unnormalised;
+    targets: (P,) next-token ids (-1: unknown, NaN nll_q and dp). Numerics: on the CPU one fused
+    numba kernel in float64 (the quant's log-softmax from the values as read); on CUDA torch
+    float32 over V, float64 over the kept entries, per-token results back to the host.
     """
-    term = np.expm1(ln_r) - ln_r
-    return np.where(counts > 0, np.bincount(rows, term, n) / np.maximum(counts, 1), 0.0)
+    if tail not in TAILS:
+        raise MismatchError(f"tail must be 'sampled' or 'bucket', got {tail!r}")
+    n, vocab = shape2(logits, "quant logits")
+    t = check_targets(targets, n, vocab)
+    _check_ref(ref, n, vocab)
+    if on_device(logits):
+        from quantfid.metrics import device
+
+        return TokenMetrics(**device.compact_metrics_torch(
+            ref, logits, t, sampled=tail == "sampled").arrays)
+    x = host_rows(logits, "quant logits")
+    out = np.zeros((n, len(METRIC_FIELDS) + 1), np.float64)  # (P, 10)
+    bad = np.zeros(n, np.int8)
+    f64 = {k: np.asarray(getattr(ref, k), np.float64)
+           for k in ("logp", "log_tail", "target_logp", "tail_logp")}
+    ck.compare_rows(x, t, ref.offsets, np.asarray(ref.ids, np.int64), f64["logp"],
+                    f64["log_tail"], f64["target_logp"], ref.tail_offsets,
+                    np.asarray(ref.tail_ids, np.int64), f64["tail_logp"], tail == "sampled",
+                    ck.n_blocks(n), out, bad)
+    if bad.any():
+        raise_bad(x, bad, "quant logits")
+    cols = {k: np.ascontiguousarray(out[:, j]) for j, k in enumerate(METRIC_FIELDS)}
+    return TokenMetrics(same_top1=out[:, -1] != 0, **cols)
 
 
 class CompactStoreWriter(StoreWriterBase):
     """Streams windows into a new compact store; ``close()`` publishes it atomically.
 
-    ``append(window_logp, window_tokens)``: (n_scored, vocab) logits or log-probs of one
-    window (re-normalised in float64) and its (ctx,) token ids.
+    ``append_rows(rows, window_tokens)``: one window's n_scored compact rows (``compact_rows``
+    with ``settings()``, e.g. on the model's device) and its (ctx,) token ids.
+    ``append(window_logp, window_tokens)``: (n_scored, vocab) logits or log-probs, numpy or
+    torch: ``compact_rows`` (this writer's settings and rng) then ``append_rows``.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, model_id: str, tokenizer_id: str,
@@ -182,12 +224,7 @@ class CompactStoreWriter(StoreWriterBase):
                  mass: float = DEFAULT_MASS, cap: int = DEFAULT_CAP, min_k: int = DEFAULT_MIN_K,
                  tail_samples: int = DEFAULT_TAIL_SAMPLES, value_dtype: str = "float32",
                  rng: np.random.Generator | None = None, overwrite: bool = False) -> None:
-        if not 0.0 < mass <= 1.0:
-            raise MismatchError(f"mass target must be in (0, 1], got {mass}")
-        if tail_samples < 0:
-            raise MismatchError(f"tail_samples must be >= 0, got {tail_samples}")
-        if cap < 1 or min_k < 1:
-            raise MismatchError(f"cap and min_k must be >= 1, got {cap}, {min_k}")
+        check_settings(mass, cap, min_k, tail_samples)
         if value_dtype not in VALUE_DTYPES:
             raise MismatchError(f"value_dtype must be one of {VALUE_DTYPES}, got {value_dtype!r}")
         self.meta = StoreMeta(kind="compact", model_id=model_id, tokenizer_id=tokenizer_id,
@@ -205,32 +242,46 @@ class CompactStoreWriter(StoreWriterBase):
             k: open(self._dir.file(f"{k}.bin"), "wb") for k in _FILES}  # noqa: SIM115
         self._tokens: list[np.ndarray] = []
 
+    def settings(self) -> dict[str, Any]:
+        """This store's ``compact_rows`` keywords (without ``rng``)."""
+        e = self.meta.extra
+        return {"mass": e["mass"], "cap": e["cap"], "min_k": e["min_k"],
+                "tail_samples": e["tail_samples"]}
+
     def append(self, window_logp: Any, window_tokens: Any) -> None:
         m = self.meta
-        tok, rows = self._window_inputs(window_logp, window_tokens)
-        targets = tok[m.first + 1:].astype(np.int64)
-        if targets.size and (targets.min() < 0 or targets.max() >= m.vocab_size):
-            raise MismatchError(f"window {self.n_windows}: token id outside the vocabulary")
-        for lo in range(0, m.n_scored, _ROWS):
-            lp, pr = softmax_parts(rows[lo:lo + _ROWS])
-            counts, ids, vals, tail_p = select_top(lp, m.extra["mass"], m.extra["cap"],
-                                                   m.extra["min_k"], probs=pr)
-            log_tail = _log_rows(tail_p.sum(axis=1))
-            keep = np.arange(ids.shape[1])[None, :] < counts[:, None]
-            n_samp = int(m.extra["tail_samples"])
-            floor = math.log1p(-m.extra["mass"]) if m.extra["mass"] < 1 else -math.inf
-            need = log_tail > floor if n_samp else np.zeros(len(lp), bool)
-            s_ids, s_lp = sample_tail(tail_p[need], lp[need], n_samp, self._rng)
-            self._fh["tail_counts"].write(np.where(need, n_samp, 0).astype("<i4").tobytes())
-            self._fh["tail_ids"].write(s_ids.reshape(-1).astype(self.id_dtype).tobytes())
-            self._fh["tail_logp"].write(s_lp.reshape(-1).astype(self.value_dtype).tobytes())
-            self._fh["counts"].write(counts.astype("<i4").tobytes())
-            self._fh["ids"].write(ids[keep].astype(self.id_dtype).tobytes())
-            self._fh["logp"].write(vals[keep].astype(self.value_dtype).tobytes())
-            self._fh["log_tail"].write(log_tail.astype("<f4").tobytes())
-            t = targets[lo:lo + _ROWS]
-            self._fh["target_logp"].write(lp[np.arange(len(t)), t].astype("<f4").tobytes())
+        tok = self._window_tokens(window_tokens)
+        if shape2(window_logp, f"window {self.n_windows}") != (m.n_scored, m.vocab_size):
+            raise MismatchError(f"window {self.n_windows}: expected shape ({m.n_scored}, "
+                                f"{m.vocab_size}), got {tuple(window_logp.shape)}")
+        try:
+            rows = compact_rows(window_logp, tok[m.first + 1:], rng=self._rng, **self.settings())
+        except QuantfidError as e:
+            raise type(e)(f"window {self.n_windows}: {e}") from e
+        self.append_rows(rows, tok)
+
+    def append_rows(self, rows: CompactRows, window_tokens: Any) -> None:
+        m = self.meta
+        tok = self._window_tokens(window_tokens)
+        if len(rows) != m.n_scored:
+            raise MismatchError(f"window {self.n_windows}: {len(rows)} compact rows, the "
+                                f"store scores {m.n_scored} positions per window")
+        _check_ref(rows, m.n_scored, m.vocab_size)
+        if np.any(np.asarray(rows.counts) < 0) or np.any(np.asarray(rows.tail_counts) < 0):
+            raise MismatchError(f"window {self.n_windows}: negative counts in compact rows")
+        dtypes: dict[str, Any] = {
+            "counts": "<i4", "ids": self.id_dtype, "logp": self.value_dtype, "log_tail": "<f4",
+            "target_logp": "<f4", "tail_counts": "<i4", "tail_ids": self.id_dtype,
+            "tail_logp": self.value_dtype}
+        for name, dt in dtypes.items():
+            self._fh[name].write(np.asarray(getattr(rows, name)).astype(dt).tobytes())
         self._tokens.append(tok.astype(np.int32))
+
+    def _window_tokens(self, window_tokens: Any) -> np.ndarray:
+        tok = super()._window_tokens(window_tokens)
+        if tok.min() < 0 or tok.max() >= self.meta.vocab_size:
+            raise MismatchError(f"window {self.n_windows}: token id outside the vocabulary")
+        return tok
 
     def _close_files(self) -> None:
         for fh in self._fh.values():
@@ -319,190 +370,40 @@ class CompactStore:
         """Per-token upper bound ``2 eps p_T`` on KL - KL_c when tail log-ratios are <= eps."""
         return 2.0 * eps * self.tail_mass(w)
 
+    def rows(self, window: int, lo: int = 0, hi: int | None = None) -> CompactRows:
+        """Compact rows ``lo .. hi - 1`` of window ``window``'s scored positions (copied out of
+        the memory maps: ids int64, values float32 as stored, float16 widened)."""
+        n = self.n_scored
+        hi = n if hi is None else hi
+        if not 0 <= lo <= hi <= n:
+            raise MismatchError(f"{self.path}: rows {lo}..{hi} outside [0, {n}]")
+        t0 = self._window(window) * n + lo
+        t1 = t0 + (hi - lo)
+        a, b = int(self.offsets[t0]), int(self.offsets[t1])
+        sa, sb = int(self.tail_offsets[t0]), int(self.tail_offsets[t1])
+        return CompactRows(
+            counts=np.array(self.counts[t0:t1], np.int32),
+            ids=np.array(self.ids[a:b], np.int64), logp=np.array(self.values[a:b], np.float32),
+            log_tail=np.array(self.log_tail[t0:t1], np.float32),
+            target_logp=np.array(self.target_logp[t0:t1], np.float32),
+            tail_counts=np.array(self.tail_counts[t0:t1], np.int32),
+            tail_ids=np.array(self.tail_ids[sa:sb], np.int64),
+            tail_logp=np.array(self.tail_values[sa:sb], np.float32))
+
     def metrics_against(self, w: int, q: Any, targets: np.ndarray | None = None, *,
                         tail: str = "sampled") -> TokenMetrics:
-        """Per-token metrics of quant logits/log-probs ``q`` (n_scored, vocab) for window ``w``.
-
-        kld: bucket KL_c plus the sampled tail estimate (``tail="sampled"``) or the lower
-        bound KL_c alone (``tail="bucket"``); rkld / jsd use the bucket (lower bounds);
-        everything else is exact (module docstring). ``targets`` defaults to the stored
-        next tokens; given, they must equal them.
+        """Per-token metrics of quant logits/log-probs ``q`` (n_scored, vocab) for window ``w``:
+        ``compact_metrics(self.rows(w), q, targets, tail=tail)``. ``targets`` defaults to the
+        stored next tokens; given, they must equal them.
         """
-        if tail not in ("sampled", "bucket"):
+        if tail not in TAILS:
             raise MismatchError(f"tail must be 'sampled' or 'bucket', got {tail!r}")
         m = self.meta
         t_all = self.targets(w)
         if targets is not None and not np.array_equal(np.asarray(targets), t_all):
             raise MismatchError(f"{self.path}: targets differ from the stored tokens of "
                                 f"window {w}")
-        qa = as_float_rows(q, m.n_scored, m.vocab_size, f"quant window {w}")
-        n = m.n_scored
-        names = ("kld", "rkld", "jsd", "nll_ref", "nll_q", "dp", "ref_top1_prob",
-                 "top5_overlap", "top10_overlap")
-        out = {k: np.empty(n, np.float64) for k in names}
-        same = np.empty(n, bool)
-        base = w * n
-        for lo in range(0, n, _ROWS):
-            hi = min(n, lo + _ROWS)
-            self._rows(base + lo, base + hi, qa[lo:hi], t_all[lo:hi], out, same, lo,
-                       tail == "sampled")
-        return TokenMetrics(kld=out["kld"], same_top1=same, ref_top1_prob=out["ref_top1_prob"],
-                            rkld=out["rkld"], jsd=out["jsd"], nll_ref=out["nll_ref"],
-                            nll_q=out["nll_q"], dp=out["dp"], top5_overlap=out["top5_overlap"],
-                            top10_overlap=out["top10_overlap"])
-
-    def _rows(self, t0: int, t1: int, q: np.ndarray, tgt: np.ndarray,
-              out: dict[str, np.ndarray], same: np.ndarray, o: int, sampled: bool) -> None:
-        n = t1 - t0
-        s = slice(o, o + n)
-        lq, eq = softmax_parts(q)
-        counts = np.asarray(self.counts[t0:t1], dtype=np.int64)
-        a, b = int(self.offsets[t0]), int(self.offsets[t1])
-        ids = np.asarray(self.ids[a:b], dtype=np.int64)
-        lp = np.asarray(self.values[a:b], dtype=np.float64)
-        rows = np.repeat(np.arange(n), counts)
-        starts = (self.offsets[t0:t1] - a).astype(np.int64)
-        lq_top = lq[rows, ids]
-        lqt = lq[np.arange(n), tgt]
-        p_top, q_top = np.exp(lp), np.exp(lq_top)
-        lm_top = np.logaddexp(lp, lq_top) - np.log(2.0)
-        eq[rows, ids] = 0.0
-        lq_tail = _log_rows(eq.sum(axis=1))  # direct sum over the tail, never 1 - sum
-        lp_tail = np.asarray(self.log_tail[t0:t1], dtype=np.float64)
-        p_tail, q_tail = np.exp(lp_tail), np.exp(lq_tail)
-        lm_tail = np.logaddexp(lp_tail, lq_tail) - np.log(2.0)
-
-        def bucket(w: np.ndarray, la: np.ndarray, lb: np.ndarray) -> np.ndarray:
-            # w * (la - lb) with 0 * anything = 0 (empty buckets)
-            with np.errstate(invalid="ignore"):  # -inf - -inf in empty buckets
-                return np.where(w > 0, w * (la - lb), 0.0)
-
-        kl_c = np.bincount(rows, bucket(p_top, lp, lq_top), n) + bucket(p_tail, lp_tail, lq_tail)
-        ta, tb = int(self.tail_offsets[t0]), int(self.tail_offsets[t1])
-        tcounts = np.asarray(self.tail_counts[t0:t1], dtype=np.int64)
-        if sampled and tb > ta:
-            srows = np.repeat(np.arange(n), tcounts)
-            # ln r = ln(q_T(v)/p_T(v)) of each sampled tail id, conditional on the tail
-            ln_r = ((lq[srows, np.asarray(self.tail_ids[ta:tb], dtype=np.int64)]
-                     - lq_tail[srows])
-                    - (np.asarray(self.tail_values[ta:tb], dtype=np.float64) - lp_tail[srows]))
-            kl_c = kl_c + p_tail * _tail_kl_estimate(srows, ln_r, tcounts, n)
-        out["kld"][s] = kl_c
-        out["rkld"][s] = (np.bincount(rows, bucket(q_top, lq_top, lp), n)
-                          + bucket(q_tail, lq_tail, lp_tail))
-        out["jsd"][s] = 0.5 * (np.bincount(rows, bucket(p_top, lp, lm_top)
-                                           + bucket(q_top, lq_top, lm_top), n)
-                               + bucket(p_tail, lp_tail, lm_tail) + bucket(q_tail, lq_tail, lm_tail))
-        ref_top = ids[starts]
-        same[s] = ref_top == q.argmax(axis=1)
-        out["ref_top1_prob"][s] = np.exp(lp[starts])
-        lpt = np.asarray(self.target_logp[t0:t1], dtype=np.float64)
-        out["nll_ref"][s] = -lpt
-        out["nll_q"][s] = -lqt
-        out["dp"][s] = np.exp(lqt) - np.exp(lpt)
-        for k in (5, 10):
-            kk = min(k, int(counts.min()) if n else k, q.shape[1])
-            ref_k = ids[starts[:, None] + np.arange(kk)[None, :]]
-            q_k = np.argpartition(-q, kk - 1, axis=1)[:, :kk] if kk < q.shape[1] else \
-                np.broadcast_to(np.arange(kk), (n, kk))
-            inter = (ref_k[:, :, None] == q_k[:, None, :]).any(axis=2).sum(axis=1)
-            out[f"top{k}_overlap"][s] = inter / kk
-
-
-# ---- chunk API (interim implementation over the per-window code above) -----------------------
-def compact_rows(logits: Any, targets: Any, *, mass: float = DEFAULT_MASS, cap: int = DEFAULT_CAP,
-                 min_k: int = DEFAULT_MIN_K, tail_samples: int = DEFAULT_TAIL_SAMPLES,
-                 rng: np.random.Generator) -> Any:
-    """Compact rows of logits (P, V) (float64 log-softmax on the host)."""
-    from quantfid.store.rows import CompactRows
-
-    x = logits.detach().float().cpu().numpy() if hasattr(logits, "detach") else np.asarray(logits)
-    t = np.asarray(targets, dtype=np.int64)
-    parts = []
-    for lo in range(0, x.shape[0], _ROWS):
-        lp, pr = softmax_parts(x[lo:lo + _ROWS])
-        counts, ids, vals, tail_p = select_top(lp, mass, cap, min_k, probs=pr)
-        log_tail = _log_rows(tail_p.sum(axis=1))
-        keep = np.arange(ids.shape[1])[None, :] < counts[:, None]
-        floor = math.log1p(-mass) if mass < 1 else -math.inf
-        need = log_tail > floor if tail_samples else np.zeros(len(lp), bool)
-        s_ids, s_lp = sample_tail(tail_p[need], lp[need], tail_samples, rng)
-        tt = t[lo:lo + _ROWS]
-        tl = np.where(tt >= 0, lp[np.arange(len(tt)), np.maximum(tt, 0)], np.nan)
-        parts.append(CompactRows(counts.astype(np.int32), ids[keep].astype(np.int64),
-                                 vals[keep].astype(np.float32), log_tail.astype(np.float32),
-                                 tl.astype(np.float32), np.where(need, tail_samples, 0).astype(np.int32),
-                                 s_ids.reshape(-1).astype(np.int64),
-                                 s_lp.reshape(-1).astype(np.float32)))
-    return CompactRows.concat(parts)
-
-
-def _append_rows(self: CompactStoreWriter, rows: Any, tokens: Any) -> None:
-    tok = np.asarray(tokens)
-    self._fh["tail_counts"].write(np.asarray(rows.tail_counts).astype("<i4").tobytes())
-    self._fh["tail_ids"].write(np.asarray(rows.tail_ids).astype(self.id_dtype).tobytes())
-    self._fh["tail_logp"].write(np.asarray(rows.tail_logp).astype(self.value_dtype).tobytes())
-    self._fh["counts"].write(np.asarray(rows.counts).astype("<i4").tobytes())
-    self._fh["ids"].write(np.asarray(rows.ids).astype(self.id_dtype).tobytes())
-    self._fh["logp"].write(np.asarray(rows.logp).astype(self.value_dtype).tobytes())
-    self._fh["log_tail"].write(np.asarray(rows.log_tail).astype("<f4").tobytes())
-    self._fh["target_logp"].write(np.asarray(rows.target_logp).astype("<f4").tobytes())
-    self._tokens.append(tok.astype(np.int32))
-
-
-CompactStoreWriter.append_rows = _append_rows  # type: ignore[attr-defined]
-
-
-def _store_rows(self: CompactStore, w: int, lo: int = 0, hi: int | None = None) -> Any:
-    from quantfid.store.rows import CompactRows
-
-    n = self.n_scored
-    hi = n if hi is None else hi
-    t0, t1 = self._window(w) * n + lo, self._window(w) * n + hi
-    a, b = int(self.offsets[t0]), int(self.offsets[t1])
-    ta, tb = int(self.tail_offsets[t0]), int(self.tail_offsets[t1])
-    return CompactRows(np.asarray(self.counts[t0:t1]), np.asarray(self.ids[a:b], np.int64),
-                       np.asarray(self.values[a:b]), np.asarray(self.log_tail[t0:t1]),
-                       np.asarray(self.target_logp[t0:t1]),
-                       np.asarray(self.tail_counts[t0:t1]),
-                       np.asarray(self.tail_ids[ta:tb], np.int64),
-                       np.asarray(self.tail_values[ta:tb]))
-
-
-CompactStore.rows = _store_rows  # type: ignore[attr-defined]
-
-
-class _RowsView:
-    def __init__(self, r: Any) -> None:
-        self.counts, self.offsets, self.ids, self.values = r.counts, r.offsets, r.ids, r.logp
-        self.log_tail, self.target_logp = r.log_tail, r.target_logp
-        self.tail_counts, self.tail_offsets = r.tail_counts, r.tail_offsets
-        self.tail_ids, self.tail_values = r.tail_ids, r.tail_logp
-
-
-def compact_metrics(ref: Any, logits: Any, targets: Any, *, tail: str = "sampled") -> TokenMetrics:
-    x = logits.detach().float().cpu().numpy() if hasattr(logits, "detach") else np.asarray(logits)
-    n = len(ref)
-    names = ("kld", "rkld", "jsd", "nll_ref", "nll_q", "dp", "ref_top1_prob",
-             "top5_overlap", "top10_overlap")
-    out = {k: np.empty(n, np.float64) for k in names}
-    same = np.empty(n, bool)
-    view = _RowsView(ref)
-    t = np.asarray(targets, dtype=np.int64)
-    for lo in range(0, n, _ROWS):
-        hi = min(n, lo + _ROWS)
-        sub = _RowsView(ref.slice(lo, hi))
-        CompactStore._rows(sub, 0, hi - lo, x[lo:hi].astype(np.float64), t[lo:hi], out, same,  # type: ignore[arg-type]
-                           lo, tail == "sampled")
-    del view
-    return TokenMetrics(kld=out["kld"], same_top1=same, ref_top1_prob=out["ref_top1_prob"],
-                        rkld=out["rkld"], jsd=out["jsd"], nll_ref=out["nll_ref"],
-                        nll_q=out["nll_q"], dp=out["dp"], top5_overlap=out["top5_overlap"],
-                        top10_overlap=out["top10_overlap"])
-
-
-def full_metrics(ref_rows: np.ndarray, logits: Any, targets: Any) -> TokenMetrics:
-    from quantfid.metrics.token import token_metrics
-
-    x = logits.detach().float().cpu().numpy() if hasattr(logits, "detach") else np.asarray(logits)
-    return token_metrics(np.asarray(ref_rows, dtype=np.float32), x, np.asarray(targets))
+        if shape2(q, f"quant window {w}") != (m.n_scored, m.vocab_size):
+            raise MismatchError(f"quant window {w}: expected shape ({m.n_scored}, "
+                                f"{m.vocab_size}), got {tuple(q.shape)}")
+        return compact_metrics(self.rows(w), q, t_all, tail=tail)

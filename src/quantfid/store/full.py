@@ -10,8 +10,10 @@ Layout of the store directory (see ``quantfid.store.meta`` for the header):
   is <= 2**-11 relative per log-prob).
 
 Written atomically (``StoreDirWriter``): an interrupted write leaves no directory a reader
-accepts. ``FullStore.metrics_against`` re-normalises both sides with the metrics engine
-(``quantfid.metrics.token.token_metrics``), so KL(P_ref || P_q) etc. are in nats.
+accepts. ``FullStore.metrics_against`` re-normalises both sides with ``full_metrics``, so
+KL(P_ref || P_q) etc. are in nats. ``full_metrics`` is the chunk API for any full-vocabulary
+reference (this store's ``rows``, llama.cpp kld-base rows): the quant's (P, V) logits are
+reduced where they live (numba float64 on the CPU, torch float32 on CUDA).
 """
 
 from __future__ import annotations
@@ -23,19 +25,46 @@ from typing import Any
 import numpy as np
 
 from quantfid.errors import FormatError, MismatchError
+from quantfid.metrics.inputs import check_targets, on_device, shape2
 from quantfid.metrics.types import TokenMetrics
 from quantfid.store.meta import (
     TOKENS_NAME,
     StoreDirWriter,
     StoreMeta,
     StoreWriterBase,
-    as_float_rows,
     check_compatible,
     load_tokens,
     log_softmax64,
 )
 
 DTYPES = ("float32", "float16")
+
+
+def full_metrics(ref_logp_rows: Any, logits: Any, targets: Any = None, *,
+                 extras: bool = True) -> TokenMetrics:
+    """Per-token metrics of a quant's (P, V) logits against full reference rows (P, V).
+
+    ref_logp_rows: the reference's log-probs or logits (numpy, any float dtype; re-normalised).
+    logits: numpy or torch (CPU or CUDA), any float dtype. targets: (P,) next-token ids or
+    None. On the CPU: ``token_metrics`` (fused numba kernels, float64, chunked, no float64
+    copy of the chunk). On CUDA: torch float32 over V with float64 per-row arithmetic
+    (``quantfid.metrics.device.full_metrics_torch``); only the per-token results come back.
+    """
+    if on_device(logits):
+        from quantfid.metrics import device
+
+        n, vocab = shape2(logits, "quant logits")
+        if shape2(ref_logp_rows, "reference rows") != (n, vocab):
+            raise MismatchError(f"reference rows {tuple(ref_logp_rows.shape)} and quant logits "
+                                f"{(n, vocab)} differ in shape")
+        t = None if targets is None else check_targets(targets, n, vocab)
+        if t is not None and (t < 0).any():
+            raise MismatchError("targets: -1 (unknown) is not allowed with full rows")
+        res = device.full_metrics_torch(ref_logp_rows, logits, t, extras=extras)
+        return TokenMetrics(**res.arrays)
+    from quantfid.metrics.token import token_metrics
+
+    return token_metrics(ref_logp_rows, logits, targets, extras=extras)
 
 
 def _window_name(i: int) -> str:
@@ -116,6 +145,15 @@ class FullStore:
                               f"{self.dtype}")
         return arr
 
+    def rows(self, window: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Reference log-probs of rows ``lo .. hi - 1`` of window ``window``: a memory-mapped
+        (hi - lo, vocab) view in the store dtype."""
+        n = self.n_scored
+        hi = n if hi is None else hi
+        if not 0 <= lo <= hi <= n:
+            raise MismatchError(f"{self.path}: rows {lo}..{hi} outside [0, {n}]")
+        return self.logp(window)[lo:hi]
+
     def targets(self, w: int) -> np.ndarray:
         """Next-token ids of window ``w``'s scored positions, (n_scored,) int64."""
         return np.asarray(self.tokens[self._window(w), self.meta.first + 1:], dtype=np.int64)
@@ -134,17 +172,8 @@ class FullStore:
         if targets is not None and not np.array_equal(np.asarray(targets), t):
             raise MismatchError(f"{self.path}: targets differ from the stored tokens of "
                                 f"window {w}")
-        from quantfid.metrics.token import token_metrics
-
-        ref = self.logp(w)
-        if ref.dtype != np.float32:
-            ref = ref.astype(np.float32)
-        qa = as_float_rows(q, self.meta.n_scored, self.meta.vocab_size, f"quant window {w}")
-        return token_metrics(ref, qa, t, extras=extras)
-
-
-def _full_rows(self: FullStore, w: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
-    return np.asarray(self.logp(w)[lo:hi])
-
-
-FullStore.rows = _full_rows  # type: ignore[attr-defined]
+        m = self.meta
+        if shape2(q, f"quant window {w}") != (m.n_scored, m.vocab_size):
+            raise MismatchError(f"quant window {w}: expected shape ({m.n_scored}, "
+                                f"{m.vocab_size}), got {tuple(q.shape)}")
+        return full_metrics(self.rows(w), q, t, extras=extras)

@@ -289,14 +289,23 @@ class StoreWriterBase:
     def n_windows(self) -> int:
         return len(self._tokens)
 
-    def _window_inputs(self, window_logp: Any, window_tokens: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Check one appended window: its ``ctx`` token ids and its (n_scored, V) rows."""
+    def _window_tokens(self, window_tokens: Any) -> np.ndarray:
+        """Check one appended window's ``ctx`` token ids (numpy or torch)."""
         m = self.meta
         tok = np.asarray(window_tokens.cpu().numpy() if hasattr(window_tokens, "cpu")
                          else window_tokens)
         if tok.shape != (m.ctx,):
             raise MismatchError(f"window {self.n_windows}: expected {m.ctx} token ids, "
                                 f"got shape {tok.shape}")
+        if not np.issubdtype(tok.dtype, np.integer):
+            raise MismatchError(f"window {self.n_windows}: token ids must be integers, "
+                                f"got dtype {tok.dtype}")
+        return tok
+
+    def _window_inputs(self, window_logp: Any, window_tokens: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Check one appended window: its ``ctx`` token ids and its (n_scored, V) rows."""
+        m = self.meta
+        tok = self._window_tokens(window_tokens)
         rows = as_float_rows(window_logp, m.n_scored, m.vocab_size, f"window {self.n_windows}")
         return tok, rows
 
