@@ -5,7 +5,7 @@
 - :class:`CompareReducer` (a quant's pass): logits -> per-token metrics against the stored
   reference rows at the same positions (:class:`~quantfid.metrics.types.TokenMetrics`):
   compact reference rows through :func:`quantfid.store.compact.compact_metrics`, full rows
-  (a full store) through :func:`quantfid.store.compact.full_metrics`, llama.cpp kld-base rows
+  (a full store) through :func:`quantfid.store.full.full_metrics`, llama.cpp kld-base rows
   through llama.cpp's own arithmetic (:func:`quantfid.store.llamacpp.metrics_from_rows`);
   a server's top-K rows through :mod:`quantfid.metrics.topk` (estimates with bounds).
 
@@ -135,7 +135,7 @@ class CompareReducer:
 
             return compact_metrics(rows, logits, t)
         if self.ref.kind == "full":
-            from quantfid.store.compact import full_metrics
+            from quantfid.store.full import full_metrics
 
             return full_metrics(np.asarray(rows), logits, t)
         from quantfid.store.llamacpp import metrics_from_rows

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantfid.errors import FormatError, MismatchError
-from quantfid.store.meta import StoreMeta, check_compatible, first_scored, tokens_hash
+from quantfid.corpus import first_scored
+from quantfid.errors import FormatError, MismatchError, QuantfidError
+from quantfid.store.meta import StoreMeta, check_compatible, tokens_hash
 
 
 def meta(**kw: object) -> StoreMeta:
@@ -19,11 +20,11 @@ def meta(**kw: object) -> StoreMeta:
 
 
 def test_scoring_conventions() -> None:
-    assert first_scored("llamacpp", 512) == 256 and meta().n_scored == 255  # llama.cpp: 255 at 512
+    assert first_scored(512, "llamacpp") == 256 and meta().n_scored == 255  # llama.cpp: 255 at 512
     assert meta(ctx=128).n_scored == 63
     assert meta(scoring="all").n_scored == 511
-    with pytest.raises(MismatchError, match="unknown scoring"):
-        first_scored("half", 512)
+    with pytest.raises(QuantfidError, match="unknown scoring"):
+        first_scored(512, "half")
 
 
 def test_roundtrip_and_version(tmp_path: Path) -> None:

@@ -28,22 +28,13 @@ from typing import Any, Self
 import numpy as np
 
 from quantfid._version import __version__
+from quantfid.corpus import first_scored
 from quantfid.errors import FormatError, MismatchError
 from quantfid.hashing import hash_array
 
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
 TOKENS_NAME = "tokens.npy"
-SCORINGS: tuple[str, ...] = ("llamacpp", "all")
-
-
-def first_scored(scoring: str, ctx: int) -> int:
-    """First scored position of a window of ``ctx`` tokens under ``scoring``."""
-    if scoring == "llamacpp":
-        return ctx // 2
-    if scoring == "all":
-        return 0
-    raise MismatchError(f"unknown scoring convention {scoring!r}; known: {', '.join(SCORINGS)}")
 
 
 def tokens_hash(tokens: np.ndarray) -> str:
@@ -77,12 +68,12 @@ class StoreMeta:
             raise MismatchError(f"context length must be >= 2, got {self.ctx}")
         if self.vocab_size < 1:
             raise MismatchError(f"vocab size must be >= 1, got {self.vocab_size}")
-        first_scored(self.scoring, self.ctx)
+        first_scored(self.ctx, self.scoring)
 
     @property
     def first(self) -> int:
         """First scored position of each window."""
-        return first_scored(self.scoring, self.ctx)
+        return first_scored(self.ctx, self.scoring)
 
     @property
     def n_scored(self) -> int:

@@ -105,7 +105,8 @@ def run_reference(unit: ReferenceUnit, backend: Backend, ctx: UnitContext) -> Un
                           "corpus_hash": unit.cw.corpus_hash, "overwrite": True}
     compact = unit.store == "compact"
     writer: Any = CompactStoreWriter(staged, **kw) if compact else FullStoreWriter(staged, **kw)
-    reducer: Any = (CompactRowsReducer(window_targets(w.tokens, w.first), np.random.default_rng(0))
+    reducer: Any = (CompactRowsReducer(window_targets(w.tokens, w.first),
+                                       np.random.default_rng(0), **writer.settings())
                     if compact else FullRows())
     chunks: list[Any] = []
     cur = 0
