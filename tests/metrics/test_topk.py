@@ -257,3 +257,24 @@ def test_bad_shapes_are_clear(tmp_path: Path) -> None:
     rows, _ = compact(tmp_path, ref, t)
     with pytest.raises(MismatchError, match="reference rows"):
         topk_fidelity(rows, topk(log_softmax(q[:3]), 4, t[:3]), t)
+
+
+def test_ids_marked_unknown_have_no_cap() -> None:
+    """A server that cannot name some of its top-K ids (llama-cpp-python's shared text keys)
+    marks them with a NaN log-prob: no cap is claimed for them, so the bound still holds
+    where leaving them out (and capping them at the K-th log-prob) would break it."""
+    rng = np.random.default_rng(15)
+    ref = rng.normal(size=(20, 300)) * 2
+    ref[:, 7] += 8  # id 7 is everyone's top id ...
+    q = ref + rng.normal(size=ref.shape) * 0.05
+    t = rng.integers(0, 300, 20)
+    lq = log_softmax(q)
+    exact = exact_kld(ref, q, t)
+    rows = compact64(ref, t, cap=40)
+    qr = topk(lq, 10, t, target=False)
+    marked = np.where(qr.ids == 7, np.nan, qr.logp)  # ... and the server cannot name it
+    res = topk_fidelity(rows, TopKRows(qr.ids, marked, qr.target_logp), t)
+    assert np.all(res.kld_bound_low <= exact * (1 + 1e-9) + 1e-13)
+    dropped = np.where(qr.ids == 7, -1, qr.ids)
+    wrong = topk_fidelity(rows, TopKRows(dropped, qr.logp, qr.target_logp), t)
+    assert np.any(wrong.kld_bound_low > exact)  # capping id 7 at q_K claims far too much

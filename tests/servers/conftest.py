@@ -104,3 +104,16 @@ def window_ids(inproc: Any) -> Any:
     text = (Path(__file__).parents[1] / "store" / "fixtures" / "prose.txt").read_text()
     ids = inproc.tokenize(text.encode(), add_bos=False, special=False)
     return np.asarray(ids[:192], np.int64).reshape(2, 96)
+
+
+@pytest.fixture(scope="session")
+def q4_0_gguf(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded GGUF requantized to Q4_0 by llama.cpp's own quantizer (in-process)."""
+    import ctypes
+
+    out = tmp_path_factory.mktemp("quant") / "q4_0.gguf"
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype, p.allow_requantize, p.nthread = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, True, 1
+    assert llama_cpp.llama_model_quantize(str(gguf).encode(), str(out).encode(),
+                                          ctypes.byref(p)) == 0
+    return out

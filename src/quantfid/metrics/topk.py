@@ -22,17 +22,23 @@ where nothing is unknown (P_U = 0) it is the exact value.
 
 ``kld`` (the estimate): the log-ratio noise model ln q(v) = ln p(v) + c + e(v), e ~ N(0, s^2)
 i.i.d. over ids, which holds well for quantization noise (measured on SmolLM2: the spread
-of ln q - ln p grows only ~1.5x from the top-5 ids to the deep tail, for Q8_0 to 3-bit RTN).
-Per position, s^2 is the sample variance (ddof 1) of ln q - ln p over the ids both sides
-know (A, the next token, tail samples the server returned; s^2 = 0 with fewer than two);
-c solves the mass constraint E[Q(B)] + E[q_T] = Q_U with each B id's e truncated at its cap
-(ln p(b) + c + e <= ln q_K, a truncated normal); the unknown terms are then replaced by
-their expectations: p(b) (-c - E[e | truncated]) for b in B and -c p_T for the tail (that is
-p_T ln(p_T / q_T) + p_T s^2 / 2). With s^2 = 0 this is the lower bound. The estimate is never
-below the bound (clamped). Where every q is known (SGLang asked for the kept ids and the
-tail samples, or K = V), the model is not used: the tail is the compact store's own sampled
-estimate, so the result equals ``CompactStore.metrics_against`` (exact when the reference
-rows hold the whole vocabulary). Measured error: ``benchmarks/bench_topk.py``, docs/servers.md.
+of ln q - ln p grows only ~1.5x from the top-5 ids to the deep tail, Q8_0 to 3-bit RTN).
+Per position, s^2 is fitted to ln q - ln p of the ids both sides know (A, the next token,
+tail samples the server returned) together with the censored ones (kept ids and tail
+samples it did not return: ln q - ln p < ln q_K - ln p), as a censored normal by EM
+(Tobit), because the server's top-K selects what it returns by q; with fewer than 30 known
+ids that fit is unstable and the plain sample variance (ddof 1; 0 with fewer than two) is
+used. c solves the mass constraint E[Q(B)] + E[q_T] = Q_U with each B id's e truncated at
+its cap. The unknown terms are replaced by their expectations: p(b) (-c - E[e | e below the
+cap]) for b in B; for the tail, p_T ln(p_T / q_T) plus p_T times the mean over the tail
+samples of r - 1 - ln r (the compact store's estimator), each sample's term exact where the
+server returned its q and its expectation below the cap where not (-c p_T without samples).
+With s^2 = 0 this is the lower bound; the estimate is never below the bound (clamped).
+Where every q is known (SGLang asked for the kept ids and the tail samples, or K = V), no
+model is used: the result equals ``CompactStore.metrics_against`` (exact when the reference
+rows hold the whole vocabulary). A server that cannot name some of its top-K ids (shared
+text keys) marks them with a NaN log-prob: they are unknown and uncapped. Measured error:
+``benchmarks/bench_topk.py``, docs/servers.md.
 
 Exact per position: same top-1, the reference's top-1 probability, NLL(ref); NLL(Q) and
 dp = p_Q(t) - p_P(t) where the server returned the next token's log-prob (NaN otherwise);
@@ -42,21 +48,23 @@ All arithmetic in float64; log-probs may arrive as float32.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
 from quantfid.backends.base import TopKRows
 from quantfid.errors import MismatchError
+from quantfid.metrics.topk_model import (
+    ROUNDING,
+    Rest,
+    Samples,
+    censored_var,
+    plain_var,
+    rest_bound,
+    rest_model,
+)
 from quantfid.metrics.types import TokenMetrics
 from quantfid.store.rows import CompactRows
-
-# relative error of a server's probabilities (float32 log-softmax and float32 values): the
-# bound allows Q_U this much larger than 1 - sum(returned), so rounding cannot break it
-_ROUNDING = 2.0**-22
-_ITERS = 60  # at most this many root-finding steps (regula falsi stops at 1e-12 wide)
 
 
 @dataclass(frozen=True)
@@ -143,129 +151,6 @@ def _in_rows(rows: np.ndarray, ids: np.ndarray, q_rows: np.ndarray, q_ids: np.nd
     return keys[pos] == probe
 
 
-# ---- the B + tail part -----------------------------------------------------------------
-@dataclass
-class _Rest:
-    """The unknown part of each row: B entries (ragged, by row) and the tail bucket."""
-
-    rows: np.ndarray      # (nb,) row of each B entry
-    p: np.ndarray         # (nb,) p(b)
-    log_cap: np.ndarray   # (nb,) ln of each B entry's cap: q_K of its row, or 0 (no cap)
-    p_tail: np.ndarray    # (n,) P mass of the tail (next token taken out when exact)
-    q_u: np.ndarray       # (n,) Q mass over B and the tail, exact
-    q_out: np.ndarray     # (n,) Q mass the server returned outside the kept ids (in the tail)
-    n: int
-    slack: np.ndarray | None = None  # (n,) rounding allowance on Q_U (the bound uses Q_U + it)
-
-
-def _root(g: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], lo: np.ndarray,
-          hi: np.ndarray) -> np.ndarray:
-    """Root of the increasing vectorised g (returning value and slope) per row, bracketed by
-    g(lo) <= 0 <= g(hi): Newton steps kept inside the bracket (bisection otherwise). Where
-    g(hi) < 0 there is no root and hi is returned."""
-    none = g(hi)[0] < 0
-    x = np.where(none, hi, lo)
-    for _ in range(_ITERS):
-        gx, dg = g(x)
-        up = gx > 0
-        hi = np.where(up, x, hi)
-        lo = np.where(up | none, lo, x)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            step = x - gx / dg
-        ok = np.isfinite(step) & (step >= lo) & (step <= hi)
-        x_new = np.where(none, x, np.where(ok, step, 0.5 * (lo + hi)))
-        done = float(np.max(np.abs(x_new - x), initial=0.0)) < 1e-13
-        x = x_new
-        if done:
-            break
-    return x
-
-
-def _lam(x: np.ndarray) -> np.ndarray:
-    """Inverse Mills ratio phi(x) / Phi(x)."""
-    return np.exp(-0.5 * x**2 - 0.5 * np.log(2 * np.pi) - special.log_ndtr(x))
-
-
-def _mass_at(r: _Rest, c: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """E[Q(B)] + E[q_T] per row, and its derivative in c, for ln q = ln p + c + e,
-    e ~ N(0, s^2), each B id's e truncated at its cap (q(b) <= q_K)."""
-    sb = s[r.rows]
-    mu = np.log(r.p) + c[r.rows]
-    cap = r.log_cap
-    eb = np.exp(np.minimum(mu, cap))  # no noise: q(b) = min(q_K, p e^c)
-    db = np.where(mu < cap, eb, 0.0)
-    noisy = sb > 0
-    if noisy.any():
-        sn = sb[noisy]
-        z = (cap[noisy] - mu[noisy]) / sn
-        # E[e^e | e <= tau] = exp(s^2/2) Phi(z - s) / Phi(z) (= exp(s^2/2) for z > 9)
-        near = z <= 9.0
-        ratio, slope = np.ones(len(z)), np.ones(len(z))
-        zn, sn_n = z[near], sn[near]
-        ratio[near] = np.exp(special.log_ndtr(zn - sn_n) - special.log_ndtr(zn))
-        slope[near] = 1.0 - (_lam(zn - sn_n) - _lam(zn)) / sn_n
-        eb[noisy] = np.exp(mu[noisy] + 0.5 * sn**2) * ratio
-        db[noisy] = eb[noisy] * slope
-    tail = r.p_tail * np.exp(c + 0.5 * s**2)
-    return np.bincount(r.rows, eb, r.n) + tail, np.bincount(r.rows, db, r.n) + tail
-
-
-def _solve_c(r: _Rest, s: np.ndarray) -> np.ndarray:
-    """c per row with E[Q(B)] + E[q_T] = Q_U."""
-    p_u = np.bincount(r.rows, r.p, r.n) + r.p_tail
-    active = p_u > 0
-    q_u = np.maximum(r.q_u, 1e-300)
-    c0 = np.log(q_u) - np.log(np.where(active, p_u, 1.0)) - 0.5 * s**2  # no cap binding
-    # the tail alone takes all of Q_U at c0 + ln(P_U / p_T); without a tail, B at its caps
-    room = np.log(np.where(active, p_u, 1.0)) - np.log(np.maximum(r.p_tail, 1e-300))
-    lo, hi = c0 - 1e-9, c0 + np.minimum(room, 60.0) + 1.0
-
-    def g(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        m, dm = _mass_at(r, c, s)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (np.where(active, np.log(m) - np.log(q_u), 0.0),
-                    np.where(active, dm / m, 1.0))
-
-    return np.where(active, _root(g, lo, hi), 0.0)
-
-
-def _rest_bound(r: _Rest) -> np.ndarray:
-    """min over q(b) <= q_K, q_T >= q_out, sum = Q_U of sum_B p ln(p/q) + p_T ln(p_T/q_T)."""
-    s0 = np.zeros(r.n)
-    if r.slack is not None:  # rigorous for rounded inputs: the largest Q_U they allow
-        r = _Rest(r.rows, r.p, r.log_cap, r.p_tail, r.q_u + r.slack, r.q_out, r.n)
-    c = _solve_c(r, s0)
-    q_t = r.p_tail * np.exp(c)
-    low_t = q_t < r.q_out  # the tail must hold what the server returned there
-    if low_t.any():
-        pinned = _Rest(r.rows, r.p, r.log_cap, np.zeros(r.n), r.q_u - r.q_out, r.q_out, r.n)
-        c = np.where(low_t, _solve_c(pinned, s0), c)
-        q_t = np.where(low_t, r.q_out, q_t)
-    ln_qb = np.minimum(np.log(r.p) + c[r.rows], r.log_cap)
-    b_terms = np.bincount(r.rows, r.p * (np.log(r.p) - ln_qb), r.n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_terms = np.where(r.p_tail > 0, r.p_tail * (np.log(r.p_tail)
-                                                     - np.log(np.maximum(q_t, 1e-300))), 0.0)
-    return b_terms + t_terms
-
-
-def _rest_model(r: _Rest, s2: np.ndarray) -> np.ndarray:
-    """Expected sum_B p ln(p/q) + sum_T p ln(p/q) under the log-ratio noise model."""
-    s = np.sqrt(s2)
-    c = _solve_c(r, s)
-    cb, sb = c[r.rows], s[r.rows]
-    tau = r.log_cap - np.log(r.p) - cb
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = tau / sb
-        # E[e | e <= tau] = -s phi(z) / Phi(z) (inverse Mills ratio); 0 without noise
-        mean_e = np.where(sb > 0, -sb * np.exp(-0.5 * z**2 - 0.5 * np.log(2 * np.pi)
-                                                 - special.log_ndtr(z)), 0.0)
-        # without noise q(b) = min(q_K, p e^c): the capped part is ln p - ln q_K
-        cut = np.where(sb > 0, 0.0, np.maximum(-tau, 0.0))
-    b_terms = np.bincount(r.rows, r.p * (-cb - mean_e + cut), r.n)
-    return b_terms - c * r.p_tail
-
-
 # ---- the estimator -----------------------------------------------------------------------
 def _check(ref: CompactRows, q: TopKRows, targets: np.ndarray) -> None:
     n = len(ref)
@@ -292,9 +177,10 @@ class _Split:
     known_mass: np.ndarray
     lp_t: np.ndarray
     lq_t: np.ndarray
-    rest: _Rest
+    rest: Rest
     s2: np.ndarray
     all_known: np.ndarray
+    smp: Samples
 
 
 def _span(ref: CompactRows, quant: TopKRows, t: np.ndarray) -> int:
@@ -332,14 +218,27 @@ def _split(ref: CompactRows, quant: TopKRows, t: np.ndarray) -> _Split:
     outside = ~_in_rows(rows, ref_ids, k_rows, known.keys % known.span, known.span)
     q_out = np.bincount(k_rows[outside], np.exp(known.lq[outside]), n)
     b_rows, b_ids = rows[~found], ref_ids[~found]
-    rest = _Rest(b_rows, p[~found], _caps(quant, b_rows, b_ids, known.span),
+    rest = Rest(b_rows, p[~found], _caps(quant, b_rows, b_ids, known.span),
                  np.maximum(np.exp(np.asarray(ref.log_tail, np.float64)) - pt_s, 0.0),
                  _remaining(q_a + q_t_s, q_out - q_t_s), q_out - q_t_s, n,
-                 _ROUNDING * (q_a + q_t_s) + 1e-15)
-    s2, all_known = _sigma2(ref, known, found, lp, lq, rows, single, lp_t, lq_t, n)
+                 ROUNDING * (q_a + q_t_s) + 1e-15)
+    obs_r, obs_d, all_known = _observed(ref, known, found, lp, lq, rows, single, lp_t, lq_t,
+                                        n)
+    srows, s_lp, s_lq, s_found = _samples(ref, known)
+    s_ids = np.asarray(ref.tail_ids, np.int64)
+    real = s_ids >= 0
+    smp = Samples(srows[real], s_lp[real], s_lq[real], s_found[real],
+                   _caps(quant, srows[real], s_ids[real], known.span),
+                   np.bincount(srows[real], minlength=n))
+    s2 = plain_var(obs_r, obs_d, n)[0]
+    unk = ~smp.found
+    fitted = censored_var(obs_r, obs_d, np.concatenate([rest.rows, smp.rows[unk]]),
+                           np.concatenate([rest.log_cap - np.log(rest.p),
+                                           smp.log_cap[unk] - smp.lp[unk]]), n)
+    s2 = np.where(np.isnan(fitted), s2, fitted)
     return _Split(rows, found, plq, exact, q_a, q_out,
                   np.bincount(rows, np.where(found, p, 0.0), n) + pt_s, lp_t, lq_t, rest, s2,
-                  all_known)
+                  all_known, smp)
 
 
 def _remaining(q_known: np.ndarray, q_out: np.ndarray) -> np.ndarray:
@@ -358,8 +257,8 @@ def topk_fidelity(ref: CompactRows, quant: TopKRows, targets: np.ndarray) -> Top
     _check(ref, quant, t)
     n = len(ref)
     sp = _split(ref, quant, t)
-    low = sp.exact + _rest_bound(sp.rest)
-    est = np.maximum(sp.exact + _rest_model(sp.rest, sp.s2), low)
+    low = sp.exact + rest_bound(sp.rest)
+    est = np.maximum(sp.exact + rest_model(sp.rest, sp.s2, sp.smp), low)
     if sp.all_known.any():  # every q known: the compact store's own estimate, no model
         q_tail = _remaining(sp.q_a, sp.q_out)
         sampled = np.bincount(sp.rows, sp.plq, n) + _tail_sampled(ref, quant, t, q_tail)
@@ -397,26 +296,22 @@ def _samples(ref: CompactRows, known: _Known) -> tuple[np.ndarray, np.ndarray, n
     return srows, np.asarray(ref.tail_logp, np.float64), lq, found
 
 
-def _sigma2(ref: CompactRows, known: _Known, found: np.ndarray, lp: np.ndarray,
-            lq: np.ndarray, rows: np.ndarray, single: np.ndarray, lp_t: np.ndarray,
-            lq_t: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the sample variance (ddof 1) of ln q - ln p over the ids both sides know,
-    and whether every q the estimate needs is known (no B entry, every tail sample known)."""
+def _observed(ref: CompactRows, known: _Known, found: np.ndarray, lp: np.ndarray,
+              lq: np.ndarray, rows: np.ndarray, single: np.ndarray, lp_t: np.ndarray,
+              lq_t: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, ln q - ln p) of every id both sides know (A, tail samples the server returned,
+    the next token as a singleton), and per row whether every q the estimate needs is known
+    (no B entry, every tail sample known)."""
     srows, s_lp, s_lq, s_found = _samples(ref, known)
     ok = found & np.isfinite(lq)
     s_ok = s_found & np.isfinite(s_lq) & np.isfinite(s_lp)
     t_ok = single & np.isfinite(lq_t)
     r_all = np.concatenate([rows[ok], srows[s_ok], np.arange(n)[t_ok]])
     d = np.concatenate([lq[ok] - lp[ok], s_lq[s_ok] - s_lp[s_ok], (lq_t - lp_t)[t_ok]])
-    m = np.bincount(r_all, minlength=n).astype(np.float64)
-    s1 = np.bincount(r_all, d, n)
-    mean = s1 / np.maximum(m, 1.0)
-    ss = np.bincount(r_all, (d - mean[r_all]) ** 2, n)
-    s2 = np.where(m >= 2, ss / np.maximum(m - 1.0, 1.0), 0.0)
     no_b = np.bincount(rows[~found], minlength=n) == 0
     real = np.asarray(ref.tail_ids, np.int64) >= 0
     unknown_s = np.bincount(srows[~s_found & real], minlength=n) > 0
-    return s2, no_b & ~unknown_s
+    return r_all, d, no_b & ~unknown_s
 
 
 def _tail_sampled(ref: CompactRows, quant: TopKRows, t: np.ndarray, q_t: np.ndarray
