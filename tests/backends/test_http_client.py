@@ -3,9 +3,12 @@ requests in flight, results in order."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,3 +111,19 @@ def test_ordered_keeps_n_in_flight_and_fails_after_earlier_results() -> None:
 def test_bad_options() -> None:
     with pytest.raises(Exception, match="concurrency >= 1"):
         HttpClient("http://x", concurrency=0)
+
+
+def test_https(tmp_path: Path) -> None:
+    """https with a self-signed certificate: refused with a clear error unless verify_tls is
+    off."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    with serve(echo_routes(), lambda a, p, b: a, tls=(str(cert), str(key))) as (url, _):
+        assert url.startswith("https://")
+        with pytest.raises(ServerError, match=r"TLS certificate is not trusted.*verify_tls=false"):
+            HttpClient(url, retries=2, backoff_s=0.01).post("/echo", {})
+        assert HttpClient(url, verify_tls=False).post("/echo", {"s": 1}) == {"got": {"s": 1}}

@@ -214,14 +214,24 @@ def sglang_corrupt(ans: Any, pos: int, body: Any = None) -> Any:
 
 @contextmanager
 def serve(routes: dict[tuple[str, str], Route], corrupt: Callable[[Any, int, Any], Any],
-          api_key: str | None = None) -> Iterator[tuple[str, Faults]]:
-    """Run a server with these routes; yields (base URL, its Faults)."""
+          api_key: str | None = None, tls: tuple[str, str] | None = None
+          ) -> Iterator[tuple[str, Faults]]:
+    """Run a server with these routes (https with ``tls`` = (cert file, key file)); yields
+    (base URL, its Faults)."""
     srv = _Server(("127.0.0.1", 0), _Handler)
     srv.routes, srv.faults, srv.api_key, srv.corrupt = routes, Faults(), api_key, corrupt
+    scheme = "http"
+    if tls is not None:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*tls)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        scheme = "https"
     th = threading.Thread(target=srv.serve_forever, daemon=True)
     th.start()
     try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}", srv.faults
+        yield f"{scheme}://127.0.0.1:{srv.server_address[1]}", srv.faults
     finally:
         srv.shutdown()
         srv.server_close()

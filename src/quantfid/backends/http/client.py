@@ -89,7 +89,12 @@ class HttpClient:
                 last = f"{e.code} {text}"
                 continue
             except _RETRYABLE as e:
-                last = str(getattr(e, "reason", e)) or type(e).__name__
+                reason = getattr(e, "reason", e)
+                if isinstance(reason, ssl.SSLCertVerificationError):
+                    raise ServerError(f"{where}: the server's TLS certificate is not trusted "
+                                      f"({reason.verify_message}); for a self-signed one set "
+                                      "option verify_tls=false") from e
+                last = str(reason) or type(e).__name__
                 continue
             return _decode(raw, where)
         raise ServerError(f"{where}: no answer after {self.retries + 1} tries ({last}); is the "
