@@ -161,14 +161,35 @@ class ModelPool:
             return quant_hash(self.recipe_types(spec), self.content(self._need_reference()),
                               im.hash if im is not None else None)
         if spec.kind == "url":
-            return self._open_other(spec).info.hash or spec.source
+            return self._server(spec).info.hash or spec.source
         return file_hash(spec)
 
     def ref_of(self, spec: ModelSpec) -> ModelRef:
-        """A quant's identity (its numerics resolved)."""
+        """A quant's identity (its numerics resolved; a server's from the server itself:
+        dialect and top-K are part of how it is measured)."""
+        if spec.kind == "url":
+            spec = self._with_tokenizer(spec)
+            b = self._server(spec)
+            return ModelRef(spec, self.content(spec), b.identity())
         types = self.recipe_types(spec) if spec.kind == "recipe" else None
         n = resolve_numerics(spec, types)
         return ModelRef(spec, self.content(spec), identity(spec, n))
+
+    def _with_tokenizer(self, spec: ModelSpec) -> ModelSpec:
+        """A server quant checks its vocabulary against a local tokenizer: the reference's,
+        unless the spec names one (option ``tokenizer``)."""
+        ref = self.reference_spec
+        if spec.option("tokenizer") or ref is None or ref.kind == "url":
+            return spec
+        return spec.with_options(tokenizer="embedded" if ref.kind == "embedded" else ref.source)
+
+    def _server(self, spec: ModelSpec) -> Backend:
+        """A server backend, opened once per spec (opening asks the server who it is)."""
+        key = repr(sorted(spec.options.items())) + spec.source + spec.id
+        servers: dict[str, Backend] = self.__dict__.setdefault("_servers", {})
+        if key not in servers:
+            servers[key] = registry.open_backend(spec)
+        return servers[key]
 
     # ---- opening ------------------------------------------------------------------------------
     def open(self, ref: ModelRef) -> Backend:
@@ -183,7 +204,7 @@ class ModelPool:
         elif ref.spec.kind == "recipe":
             backend = self._build_recipe(ref)
         elif ref.spec.kind == "url":
-            backend = self._open_other(ref.spec)
+            backend = self._server(ref.spec)
         else:
             backend, self._handle = self._open_file(ref.spec, ref.identity.numerics, types=None)
         self._check_tokenizer(backend)
@@ -193,7 +214,8 @@ class ModelPool:
     def release(self) -> None:
         """Close the quant opened last (the reference stays)."""
         if self._current is not None:
-            self._current[1].close()  # a recipe's backend drops its handle, not the working copy
+            if self._current[1].name != "http":  # servers stay open (cheap to keep)
+                self._current[1].close()  # a recipe's backend drops its handle, not the copy
             self._current = None
 
     def _open_file(self, spec: ModelSpec, numerics: str,
@@ -248,11 +270,6 @@ class ModelPool:
             if h is not None:
                 h.remove()
         self._work_handles = handles
-
-    def _open_other(self, spec: ModelSpec) -> Backend:
-        if self._current is not None and self._current[1].info.id == spec.id:
-            return self._current[1]
-        return registry.open_backend(spec)
 
     def _build_recipe(self, ref: ModelRef) -> Backend:
         from quantfid.quantize import get_recipe, quantize_model

@@ -58,7 +58,7 @@ class CompactRowsReducer:
     def topk(self, window: int, pos0: int, rows: TopKRows) -> CompactRows:
         from quantfid.metrics.topk import compact_rows_from_topk
 
-        return compact_rows_from_topk(rows, self.targets(window, pos0, len(rows)))
+        return compact_rows_from_topk(rows)
 
     def wanted_ids(self, window: int, pos0: int, n: int) -> np.ndarray | None:
         return None
@@ -106,6 +106,24 @@ class ReferenceRows:
             return self.store.rows[window][lo:hi]
         return self.store.rows(window, lo, hi)
 
+    def compact_rows(self, window: int, lo: int, hi: int) -> CompactRows:
+        """Compact rows of a full or kld-base reference (for top-K comparisons), made per window
+        once: float64 renormalisation of the stored log-probs; a kld-base file's 16-nat floor
+        counts as probability 0; tail samples seeded by the window index."""
+        cache: dict[int, CompactRows] = self.__dict__.setdefault("_compact", {})
+        if window not in cache:
+            from quantfid.store.compact import compact_rows
+
+            if self.kind == "kld-base":
+                lp = self.store.logp(window).astype(np.float64)
+                lp[np.asarray(self.store.rows[window][:, 4:4 + self.n_vocab]) == 0] = -1e4
+                t = self.store.targets(window)
+            else:
+                lp = np.asarray(self.store.rows(window), np.float64)
+                t = self.store.targets(window)
+            cache[window] = compact_rows(lp, t, rng=np.random.default_rng(window))
+        return cache[window].slice(lo, hi)
+
 
 class CompareReducer:
     """Logits (or a server's top-K rows) -> TokenMetrics against the reference at the same
@@ -142,28 +160,35 @@ class CompareReducer:
 
         return metrics_from_rows(np.asarray(rows), logits, t, getattr(self.ref, "n_vocab", None))
 
-    def topk(self, window: int, pos0: int, rows: TopKRows) -> TokenMetrics:
-        if self.ref.kind != "compact":
-            raise QuantfidError("a server's top-K log-probs can be compared with a compact "
-                                "reference store only (measure the reference with --store "
-                                "compact)")
-        from quantfid.metrics.topk import topk_metrics
+    def _compact(self, window: int, pos0: int, n: int) -> CompactRows:
+        if self.ref.kind == "compact":
+            rows: CompactRows = self._ref_rows(window, pos0, n)
+            return rows
+        convert = getattr(self.ref, "compact_rows", None)
+        if convert is None:
+            raise QuantfidError("a server's top-K log-probs are compared with a compact "
+                                "reference (measure the reference with --store compact)")
+        lo = pos0 - self.first
+        out: CompactRows = convert(self.window_map(window), lo, lo + n)
+        return out
+
+    def topk(self, window: int, pos0: int, rows: TopKRows) -> Any:
+        """A server's top-K rows: ``quantfid.metrics.topk.TopKFidelity`` (the estimate as
+        TokenMetrics, with per-token bounds ``kld_bound_low`` / ``kld_bound_high``)."""
+        from quantfid.metrics.topk import topk_fidelity
 
         t = self.targets(window, pos0, len(rows))
-        ref: CompactRows = self._ref_rows(window, pos0, len(rows))
-        return topk_metrics(ref, rows, t)
+        return topk_fidelity(self._compact(window, pos0, len(rows)), rows, t)
 
     def wanted_ids(self, window: int, pos0: int, n: int) -> np.ndarray | None:
-        """The reference's stored top-k ids per position, padded with -1 (n, k_max)."""
-        if self.ref.kind != "compact":
+        """Ids a server that returns chosen ids should fetch: the reference's kept top-k and
+        tail-sample ids of those positions (unique)."""
+        try:
+            r = self._compact(window, pos0, n)
+        except QuantfidError:
             return None
-        rows: CompactRows = self._ref_rows(window, pos0, n)
-        k = int(rows.counts.max()) if n else 0
-        out = np.full((n, k), -1, np.int64)
-        off = rows.offsets
-        for i in range(n):
-            out[i, :rows.counts[i]] = rows.ids[off[i]:off[i + 1]]
-        return out
+        ids = np.concatenate([r.ids, r.tail_ids])
+        return np.unique(ids[ids >= 0])
 
 
 class FullRows:

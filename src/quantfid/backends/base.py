@@ -77,6 +77,11 @@ class TopKRows:
     full vocabulary (as the server computed them), -inf padding. target_logp: (P,) log-prob of
     the next token (NaN where unknown). chosen_ids / chosen_logp: (P, M) log-probs of ids the
     caller asked for (SGLang ``token_ids_logprob``), or None.
+
+    ``ids``/``logp`` hold the server's top K only; the next token goes in ``target_logp`` and
+    chosen ids in ``chosen_*``. ``logp`` may be NaN for an id the server reports among its top
+    K without a usable log-prob (llama-cpp-python's shared text keys): such ids are unknown and
+    not capped by the K-th log-prob (``quantfid.metrics.topk``).
     """
 
     ids: np.ndarray

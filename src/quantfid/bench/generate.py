@@ -56,7 +56,8 @@ def humaneval_pass_at_1(backend: Any, problems: Sequence[dict[str, Any]], *,
 def run_generation(workspace: str | Path, model: str, *, reference: bool = False,
                    name: str | None = None, backend: str | None = None, dtype: str = "float32",
                    device: str = "auto", numerics: str = "auto", limit: int | None = None,
-                   timeout: float = 10.0, progress: bool = True) -> dict[str, Any]:
+                   timeout: float = 10.0, options: dict[str, Any] | None = None,
+                   progress: bool = True) -> dict[str, Any]:
     """``quantfid bench --task humaneval_gen``: pass@1 outcomes and each model's completions
     (``prompts`` table), then per-prompt fidelity over the prompt + the *reference's* greedy
     completion, teacher-forced through this model (when the reference's completions exist)."""
@@ -70,7 +71,8 @@ def run_generation(workspace: str | Path, model: str, *, reference: bool = False
     if limit is not None and limit < 1:
         raise QuantfidError(f"--limit must be at least 1, got {limit}")
     spec = parse_spec(model, role="reference" if reference else "quant", name=name,
-                      backend=backend, dtype=dtype, device=device, numerics=numerics)
+                      backend=backend, dtype=dtype, device=device, numerics=numerics,
+                      **(options or {}))
     ws = Workspace(workspace)
     pool, ref, target = _pool_and_target(ws, spec)
     me = target or ref

@@ -86,9 +86,11 @@ def run_tasks(workspace: str | Path, model: str, *, reference: bool = False,
               tasks: str | Sequence[str] = "all", full: bool = False, limit: int | None = None,
               batch_size: int = 8, name: str | None = None, backend: str | None = None,
               dtype: str = "float32", device: str = "auto", numerics: str = "auto",
+              options: dict[str, Any] | None = None,
               progress: bool = True) -> list[dict[str, Any]]:
     """Built-in tasks on one model into a workspace (``quantfid bench``); returns one summary
-    per task. The reference's units run first when they are missing."""
+    per task. The reference's units run first when they are missing. ``options``: backend
+    options (a server's dialect, top-K, ...)."""
     from quantfid.bench.tasks import resolve_tasks
 
     names = resolve_tasks(tasks if isinstance(tasks, str) else list(tasks))
@@ -97,7 +99,8 @@ def run_tasks(workspace: str | Path, model: str, *, reference: bool = False,
     if batch_size < 1:
         raise QuantfidError(f"--batch-size must be at least 1, got {batch_size}")
     spec = parse_spec(model, role="reference" if reference else "quant", name=name,
-                      backend=backend, dtype=dtype, device=device, numerics=numerics)
+                      backend=backend, dtype=dtype, device=device, numerics=numerics,
+                      **(options or {}))
     ws = Workspace(workspace)
     pool, ref, target = _pool_and_target(ws, spec)
     psets = [task_prompt_set(pool.reference(), t, limit=limit, full=full) for t in names]

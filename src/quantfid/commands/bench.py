@@ -15,6 +15,7 @@ import argparse
 import json
 from typing import Any
 
+from quantfid.commands import server_args
 from quantfid.commands.argtypes import positive_int
 
 GEN_TASKS = ("humaneval_gen",)
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="auto: llama.cpp's CPU numerics for GGML types, weight-only otherwise")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per program (humaneval_gen)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
+    server_args.add(p)
     p.set_defaults(func=run)
 
 
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise QuantfidError(f"--limit must be at least 1, got {args.limit}")
     common = {"reference": args.reference, "name": args.name, "backend": args.backend,
-              "dtype": args.dtype, "device": args.device, "numerics": args.numerics}
+              "dtype": args.dtype, "device": args.device, "numerics": args.numerics,
+              "options": server_args.options(args)}
     out: list[dict[str, Any]] = []
     if ll:
         from quantfid.bench.run import run_tasks

@@ -8,6 +8,7 @@ import math
 import sys
 from typing import Any
 
+from quantfid.commands import server_args
 from quantfid.commands.argtypes import nonneg_int, positive_int
 from quantfid.errors import QuantfidError
 
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "benchmark of the workspace (lm-eval, LiveCodeBench prompt texts) or a "
                         "JSONL file of {id, prompt, answer?}")
     p.add_argument("--json", action="store_true", help="print a JSON array, one object per quant")
+    server_args.add(p)
     p.set_defaults(func=run)
 
 
@@ -94,7 +96,7 @@ def _prompts(args: argparse.Namespace) -> list[dict[str, Any]]:
     from quantfid.store.workspace import Workspace
 
     kw = {"backend": args.backend, "dtype": args.dtype, "device": args.device,
-          "numerics": args.numerics}
+          "numerics": args.numerics, **server_args.options(args)}
     names = [*(args.name or []), *[None] * len(args.quant)][:len(args.quant)]
     quants = [parse_spec(q, name=n, **kw) for q, n in zip(args.quant, names, strict=True)]
     ref = parse_spec(args.reference, role="reference", name=args.reference_name, **kw)
@@ -120,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
                           device=args.device, numerics=args.numerics, workspace=args.workspace,
                           names=args.name, reference_name=args.reference_name,
                           batch_size=args.batch_size, store=args.store, n_boot=args.n_boot,
-                          seed=args.seed, imatrix=args.imatrix, progress=True)
+                          seed=args.seed, imatrix=args.imatrix, progress=True,
+                          options=server_args.options(args))
     prompt_rows = _prompts(args) if args.prompts is not None else []
     if args.json:
         json.dump([r.to_json() for r in results] if results else prompt_rows, sys.stdout,

@@ -100,8 +100,10 @@ def run_bench(unit: BenchUnit, backend: Backend, ctx: UnitContext) -> UnitOutput
     return out
 
 
-def _prompt_row(model: str, benchmark: str, pid: str, parts: list[TokenMetrics]) -> PromptFidelity:
-    return token_means(model, benchmark, pid, TokenMetrics.concat(parts))
+def _prompt_row(model: str, benchmark: str, pid: str, parts: list[Any]) -> PromptFidelity:
+    """Means over the prompt's tokens (a server's top-K estimate: its TokenMetrics)."""
+    tms = [p.metrics if hasattr(p, "kld_bound_low") else p for p in parts]
+    return token_means(model, benchmark, pid, TokenMetrics.concat(tms))
 
 
 def _summarize(out: UnitOutput, unit: BenchUnit, outcomes: dict[int, list[Outcome]]) -> None:

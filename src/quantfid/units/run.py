@@ -161,8 +161,12 @@ def run_fidelity(unit: FidelityUnit, backend: Backend, ctx: UnitContext) -> Unit
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("window", "pos", "target", *TOKEN_FIELDS)}
     pos0 = w.first
     last = -1
-    for win, tm in backend.score_windows(ids, w.first, w.n_ctx - 1, reducer,  # type: ignore[attr-defined]
-                                         batch_size=unit.batch_size):
+    bounds: list[tuple[np.ndarray, np.ndarray]] = []
+    for win, res in backend.score_windows(ids, w.first, w.n_ctx - 1, reducer,  # type: ignore[attr-defined]
+                                          batch_size=unit.batch_size):
+        tm = res.metrics if hasattr(res, "kld_bound_low") else res  # a server's top-K estimate
+        if tm is not res:
+            bounds.append((res.kld_bound_low, res.kld_bound_high))
         pos0 = w.first if win != last else pos0
         last = win
         n = len(tm)
@@ -176,6 +180,9 @@ def run_fidelity(unit: FidelityUnit, backend: Backend, ctx: UnitContext) -> Unit
             cols[k].append(np.full(n, np.nan) if v is None else np.asarray(v))
         pos0 += n
     stats = acc.result(n_boot=unit.n_boot, rng=np.random.default_rng(unit.seed)).to_json()
+    if bounds:  # means of per-token bounds bound the mean (quantfid.metrics.topk)
+        stats["kld_bound_low"] = float(np.mean(np.concatenate([b[0] for b in bounds])))
+        stats["kld_bound_high"] = float(np.mean(np.concatenate([b[1] for b in bounds])))
     row = fidelity_row(unit.model.id, unit.ref.model.id, cw.corpus, cw.corpus_hash, cw.ctx,
                        cw.scoring, len(w), stats)
     if unit.table == "noise_floor":
