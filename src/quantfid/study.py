@@ -196,10 +196,11 @@ class Study:
                    **src.options)
 
     def selection(self, plan: Plan) -> dict[str, Any]:
-        """The configured cohort, as ``quantfid.analysis.selection.Selection.of`` takes it:
-        what the analysis (and ``quantfid report``) reads of a workspace that may hold more."""
-        models = [plan.reference.id, *(q.id for q in plan.quants),
-                  *(src.model for src in self.cfg.ingest)]
+        """The configured cohort (its quants; the reference is always the workspace's), as
+        ``quantfid.analysis.selection.Selection.of`` takes it: what the analysis (and
+        ``quantfid report``) reads of a workspace that may hold more."""
+        models = [*(q.id for q in plan.quants),
+                  *(src.model for src in self.cfg.ingest if not src.reference)]
         benchmarks = None if self.cfg.ingest else sorted(
             {n for p in plan.prompt_sets for n in (p.benchmark, f"{p.benchmark}:acc_norm")})
         variants = sorted({(c.corpus, c.ctx) for c in plan.corpora})

@@ -141,10 +141,12 @@ def _zone_finding(x: _Ctx, z: dict[str, Any]) -> str:
             parts.append("the zone holds every quant, so the benchmark tells none of them "
                          "from the reference")
         if z.get("mde") is not None:
+            rel, thr = z.get("mde_relative"), z.get("threshold")
+            than = ("more than" if rel is None or thr is None or rel > thr else "within")
             parts.append(f"with {z['n_prompts']:,} prompts the smallest score drop it reliably "
-                         f"detects is {z['mde']:.3f} ({w.pct(z.get('mde_relative'))} of the "
-                         f"reference's {z['reference_accuracy']:.2f}), more than the "
-                         f"{w.pct(z.get('threshold'))} that matters")
+                         f"detects is {z['mde']:.3f} ({w.pct(rel)} of the "
+                         f"reference's {z['reference_accuracy']:.2f}), {than} the "
+                         f"{w.pct(thr)} that matters")
         elif z.get("n_prompts") is not None:
             parts.append(f"with {z['n_prompts']:,} prompts it cannot detect any drop at this "
                          "rate of disagreement")
