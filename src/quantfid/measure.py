@@ -199,8 +199,7 @@ def measure(reference: str | None, quants: Sequence[str], corpus: str | None = "
 def _run(ws: Workspace, pool: ModelPool, sref: StoredReference | None, specs: list[ModelSpec],
          corpus: str | None, ctx: int | None, chunks: int | None, scoring: str,
          settings: dict[str, Any], progress: bool) -> list[MeasureResult]:
-    from quantfid.executors.local import LocalExecutor
-    from quantfid.executors.log import RunLog
+    from quantfid.executors import run_local
     from quantfid.units.plan import Settings, corpus_windows, plan_units
 
     quants = [pool.ref_of(s) for s in specs]
@@ -219,14 +218,8 @@ def _run(ws: Workspace, pool: ModelPool, sref: StoredReference | None, specs: li
         assert corpus is not None and ctx is not None
         corpora = corpus_windows(pool.reference(), corpus, [ctx], [chunks], scoring)
     units = plan_units(ref, quants, corpora, [], Settings(**settings))
-    todo = [u for u in units if not u.done(ws)]
-    log = RunLog(todo, progress=progress)
-    try:
-        LocalExecutor().run(todo, pool, ws, log)
-    finally:
-        log.close()
+    done = run_local(ws, pool, units, progress)
     out = []
-    done = {u.hash for u in todo}
     for u in units:
         if isinstance(u, FidelityUnit):
             row = _stored_row(ws, u)

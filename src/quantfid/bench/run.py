@@ -49,16 +49,9 @@ def _pool_and_target(ws: Workspace, spec: ModelSpec) -> tuple[ModelPool, ModelRe
 
 def run_units(ws: Workspace, pool: ModelPool, units: Sequence[Unit], progress: bool) -> set[str]:
     """Run the units not done yet (locally); returns the hashes of those that ran."""
-    from quantfid.executors.local import LocalExecutor
-    from quantfid.executors.log import RunLog
+    from quantfid.executors import run_local
 
-    todo = [u for u in units if not u.done(ws)]
-    log = RunLog(todo, progress=progress)
-    try:
-        LocalExecutor().run(todo, pool, ws, log)
-    finally:
-        log.close()
-    return {u.hash for u in todo}
+    return run_local(ws, pool, units, progress)
 
 
 def bench_summary(ws: Workspace, unit: BenchUnit, ran: bool) -> dict[str, Any]:

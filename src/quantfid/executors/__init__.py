@@ -22,3 +22,18 @@ def get_executor(kind: str = "local", **options: Any) -> Any:
 
         return RayExecutor(**options)
     raise QuantfidError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+def run_local(ws: Any, pool: Any, units: Any, progress: bool | None = True) -> set[str]:
+    """Run the units of ``units`` not done yet with the local executor (what ``measure`` and
+    ``bench`` do); returns the hashes of those that ran."""
+    from quantfid.executors.local import LocalExecutor
+    from quantfid.executors.log import RunLog
+
+    todo = [u for u in units if not u.done(ws)]
+    log = RunLog(todo, progress=progress)
+    try:
+        LocalExecutor().run(todo, pool, ws, log)
+    finally:
+        log.close()
+    return {u.hash for u in todo}

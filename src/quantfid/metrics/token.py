@@ -16,6 +16,7 @@ import numpy as np
 
 from quantfid.errors import MismatchError, QuantfidError
 from quantfid.metrics import kernel
+from quantfid.metrics.inputs import check_targets
 from quantfid.metrics.types import TokenMetrics
 
 DEFAULT_CHUNK = 256
@@ -44,21 +45,15 @@ def _rows(x: Any, lo: int, hi: int) -> np.ndarray:
 
 
 def _targets(targets: Any, n: int, vocab: int) -> np.ndarray:
+    """(n,) int64 next-token ids (``quantfid.metrics.inputs.check_targets``); every one known
+    here (None: no targets, the NLL-based metrics are left out)."""
     if targets is None:
         return np.full(n, -1, dtype=np.int64)
-    if not isinstance(targets, np.ndarray):
-        targets = targets.detach().cpu().numpy() if hasattr(targets, "detach") else np.asarray(targets)
-    t = np.asarray(targets)
-    if t.shape != (n,):
-        raise MismatchError(f"targets must have shape ({n},) to match the logits, got {t.shape}")
-    if n and not np.issubdtype(t.dtype, np.integer):
-        raise QuantfidError(f"targets must be integer token ids, got dtype {t.dtype}")
-    t = t.astype(np.int64)
-    out = (t < 0) | (t >= vocab)
-    if out.any():
-        i = int(np.argmax(out))
-        raise MismatchError(f"target token id {int(t[i])} at position {i} is outside the vocabulary "
-                            f"(size {vocab})")
+    t = check_targets(targets, n, vocab)
+    if (t < 0).any():
+        i = int(np.argmax(t < 0))
+        raise MismatchError(f"targets: token id {int(t[i])} at position {i} is outside the "
+                            f"vocabulary (size {vocab})")
     return t
 
 

@@ -137,3 +137,17 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
             if 0 <= i < cut:
                 cut = i
     return text[:cut]
+
+
+def completions_generate(s: Session, prompt: str, max_tokens: int, stop: Sequence[str],
+                         what: str) -> str:
+    """Greedy text through OpenAI-style ``/v1/completions`` (vLLM, llama-cpp-python's server;
+    ``max_tokens`` at least 1: 0 means unlimited to llama-cpp-python)."""
+    body: dict[str, Any] = {"prompt": prompt, "max_tokens": max(1, int(max_tokens)),
+                            "temperature": 0.0, "stop": list(stop)}
+    if s.model:
+        body["model"] = s.model
+    text = choice(s.client.post("/v1/completions", body, what), what).get("text")
+    if not isinstance(text, str):
+        raise malformed(what, "choices[0].text is not a string")
+    return text

@@ -24,6 +24,7 @@ from quantfid.backends.http.dialect import (
     as_int,
     build_rows,
     choice,
+    completions_generate,
     first_model,
     malformed,
 )
@@ -64,14 +65,7 @@ class VLLM(Dialect):
         return build_rows(tops, target, None, k)
 
     def generate(self, prompt: str, max_tokens: int, stop: Sequence[str], what: str) -> str:
-        body: dict[str, Any] = {"prompt": prompt, "max_tokens": int(max_tokens),
-                                "temperature": 0.0, "stop": list(stop)}
-        if self.s.model:
-            body["model"] = self.s.model
-        text = choice(self.s.client.post("/v1/completions", body, what), what).get("text")
-        if not isinstance(text, str):
-            raise malformed(what, "choices[0].text is not a string")
-        return text
+        return completions_generate(self.s, prompt, max_tokens, stop, what)
 
     def tokenize(self, text: str) -> list[int]:
         body: dict[str, Any] = {"prompt": text, "add_special_tokens": True}
