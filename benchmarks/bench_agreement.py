@@ -18,8 +18,13 @@ point), the weight-only KLD and its ratio, and whether quantfid's per-tensor typ
 those in llama.cpp's file. ``floor`` is the KLD of quantfid's emulated reference against
 llama.cpp's reference (the numerics floor).
 
+``--draws K`` also runs the emulation under K more rounding draws (inputs perturbed by a few
+float32 ulps: the two runtimes sum in different orders, and activation rounding turns that
+into an independent draw of the rounding noise) and prints the standard deviation that the
+draws alone give the ratio and the top-1 gap ("noise").
+
 Usage: ``python benchmarks/bench_agreement.py [--ctx 512] [--chunks 8] [--recipes A,B]
-[--threads N] [--workdir DIR] [--json]``.
+[--draws K] [--threads N] [--workdir DIR] [--json]``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=8)
     ap.add_argument("--recipes", default=None, help="comma-separated (default: every preset)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--draws", type=int, default=0,
+                    help="extra rounding draws of the emulation per preset, for the noise columns")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     args = ap.parse_args()
@@ -65,7 +72,7 @@ def main() -> None:
                            threads=args.threads)
         rows = []
         for r in recipes:
-            rows.append(ag.measure_preset(sides, r, shape))
+            rows.append(ag.measure_preset(sides, r, shape, draws=args.draws))
             if not args.json:
                 _print_row(rows[-1], header=len(rows) == 1, floor=sides.ref_kld, n=win.n_tokens)
     if args.json:
@@ -84,6 +91,8 @@ def _row_json(r: object) -> dict[str, object]:
 
     d = asdict(r)  # type: ignore[call-overload]
     d["ratio"] = r.ratio  # type: ignore[attr-defined]
+    d["ratio_noise"] = r.ratio_noise  # type: ignore[attr-defined]
+    d["top1_noise_points"] = r.top1_noise_points  # type: ignore[attr-defined]
     return d
 
 
@@ -94,10 +103,13 @@ def _print_row(r: object, header: bool, floor: float, n: int) -> None:
     if header:
         print(f"{n} scored tokens; reference floor KLD (emulated vs llama.cpp F32) {floor:.3g}")
         print(f"{'preset':<12} {'KLD llama.cpp':>13} {'KLD ggml-cpu':>12} {'ratio':>6} "
-              f"{'top1 lcpp %':>11} {'top1 emu %':>10} {'KLD weights':>11} {'w ratio':>7} types")
+              f"{'(noise)':>7} {'top1 lcpp %':>11} {'top1 emu %':>10} {'(noise)':>7} "
+              f"{'KLD weights':>11} {'w ratio':>7} types")
     kw = "" if r.kld_weights is None else f"{r.kld_weights:11.6f} {r.kld_weights / r.kld_llamacpp:7.3f}"
-    print(f"{r.recipe:<12} {r.kld_llamacpp:13.6f} {r.kld_emulated:12.6f} {r.ratio:6.3f} "
-          f"{100 * r.same_top1_llamacpp:11.2f} {100 * r.same_top1_emulated:10.2f} {kw} "
+    rn = "" if r.ratio_noise is None else f"{r.ratio_noise:.3f}"
+    tn = "" if r.top1_noise_points is None else f"{r.top1_noise_points:.2f}"
+    print(f"{r.recipe:<12} {r.kld_llamacpp:13.6f} {r.kld_emulated:12.6f} {r.ratio:6.3f} {rn:>7} "
+          f"{100 * r.same_top1_llamacpp:11.2f} {100 * r.same_top1_emulated:10.2f} {tn:>7} {kw} "
           f"{'same' if not r.type_diff else 'DIFF ' + r.type_diff[0]}", flush=True)
 
 

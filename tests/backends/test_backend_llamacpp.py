@@ -39,7 +39,7 @@ def test_missing_package_gives_build_hint(monkeypatch: pytest.MonkeyPatch) -> No
 def lc() -> Iterator[llamacpp.LlamaCppBackend]:
     from quantfid import embedded
 
-    be = llamacpp.LlamaCppBackend(embedded.gguf_path(), n_ctx=160, threads=2)
+    be = llamacpp.LlamaCppBackend(embedded.gguf_path(), n_ctx=160, threads=1)
     yield be
     be.close()
 

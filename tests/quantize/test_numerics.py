@@ -182,3 +182,17 @@ def test_bad_input() -> None:
     with pytest.raises(QuantfidError, match="transformers model"):
         apply_numerics(torch.nn.Linear(4, 4), None, "ggml-cpu")
     assert set(ggml.GGML_TYPES) <= set(VEC_DOT_TYPE)
+
+
+def test_default_numerics() -> None:
+    from quantfid.quantize import get_recipe
+    from quantfid.quantize.numerics import default_numerics
+
+    from .conftest import smollm_shape
+
+    shape = smollm_shape()
+    assert default_numerics(get_recipe("Q4_K_M").type_map(shape)) == "ggml-cpu"
+    assert default_numerics(get_recipe("mix-q4_0-embd-q8_0").type_map(shape)) == "ggml-cpu"
+    assert default_numerics(get_recipe("rtn-w4g64-asym").type_map(shape)) == "weights"
+    assert default_numerics({"a": "F32"}) == "weights" and default_numerics(None) == "weights"
+    assert default_numerics({"a": "F16"}) == "ggml-cpu"

@@ -177,6 +177,8 @@ class AgreementRow:
     kld_weights: float | None = None
     same_top1_weights: float | None = None
     type_diff: tuple[str, ...] = field(default=())
+    kld_draw_sd: float | None = None
+    top1_draw_sd: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -188,8 +190,35 @@ class AgreementRow:
         """|same top-1 emulated - llama.cpp's|, percentage points."""
         return 100.0 * abs(self.same_top1_emulated - self.same_top1_llamacpp)
 
+    @property
+    def ratio_noise(self) -> float | None:
+        """The ratio's standard deviation from rounding draws alone (both sides are one draw
+        each: sqrt(2) x the emulation's relative draw-to-draw SD), or None without draws."""
+        if self.kld_draw_sd is None:
+            return None
+        return float(np.sqrt(2.0) * self.kld_draw_sd / self.kld_emulated)
+
+    @property
+    def top1_noise_points(self) -> float | None:
+        """The same-top-1 gap's standard deviation from rounding draws alone, points."""
+        return None if self.top1_draw_sd is None else float(100 * np.sqrt(2.0) * self.top1_draw_sd)
+
     def ok(self, lo: float = 0.95, hi: float = 1.05, top1_points: float = 0.5) -> bool:
         return lo <= self.ratio <= hi and self.top1_gap_points <= top1_points and not self.type_diff
+
+
+def perturb_input(module: torch.nn.Module, seed: int, rel: float = 1e-6) -> Any:
+    """A new *rounding draw*: scale the input embeddings by (1 + rel x N(0, 1)) (seeded), a
+    perturbation of a few float32 ulps, as another summation order would make. Returns the
+    hook handle (``.remove()``)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def hook(mod: torch.nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(out.shape, generator=gen).to(out.device, out.dtype)
+        return out * (1.0 + rel * noise)
+
+    emb = module.get_input_embeddings()  # type: ignore[operator]
+    return emb.register_forward_hook(hook)
 
 
 def summary(m: TokenMetrics) -> tuple[float, float]:
@@ -246,10 +275,12 @@ def prepare(module: torch.nn.Module, windows: Windows, workdir: str | Path, *,
                  weights_ref=w_ref, ref_kld=floor, threads=threads)
 
 
-def measure_preset(sides: Sides, recipe: Recipe, shape: ModelShape,
-                   keep_file: bool = False) -> AgreementRow:
+def measure_preset(sides: Sides, recipe: Recipe, shape: ModelShape, keep_file: bool = False,
+                   draws: int = 0) -> AgreementRow:
     """One row of the table: ``recipe`` quantized by llama.cpp and measured there, and applied
-    in torch and measured under ggml-cpu (and weight-only when the sides have it)."""
+    in torch and measured under ggml-cpu (and weight-only when the sides have it). draws: also
+    measure the emulation under that many more rounding draws (:func:`perturb_input`) for the
+    draw-to-draw spread of its mean KLD and same top-1."""
     import functools
 
     from quantfid.backends.llamacpp import LlamaCppBackend
@@ -274,10 +305,20 @@ def measure_preset(sides: Sides, recipe: Recipe, shape: ModelShape,
     score = functools.partial(module_score_windows, sides.work)
     with apply_numerics(sides.work, rep.types, "ggml-cpu"):
         kld_emu, top_emu = summary(versus(score, w, sides.emulated_ref))
+        extra = []
+        for seed in range(1, draws + 1):
+            hook = perturb_input(sides.work, seed)
+            try:
+                extra.append(summary(versus(score, w, sides.emulated_ref)))
+            finally:
+                hook.remove()
+    spread = np.std(np.array([(kld_emu, top_emu), *extra]), axis=0, ddof=1) if extra else None
     kld_w = top_w = None
     if sides.weights_ref is not None:
         kld_w, top_w = summary(versus(score, w, sides.weights_ref))
     return AgreementRow(recipe=recipe.name, kld_llamacpp=kld_lc, kld_emulated=kld_emu,
                         same_top1_llamacpp=top_lc, same_top1_emulated=top_emu,
                         n_tokens=w.n_tokens, kld_weights=kld_w, same_top1_weights=top_w,
-                        type_diff=tuple(diff))
+                        type_diff=tuple(diff),
+                        kld_draw_sd=None if spread is None else float(spread[0]),
+                        top1_draw_sd=None if spread is None else float(spread[1]))

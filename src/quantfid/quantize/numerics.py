@@ -44,6 +44,15 @@ NUMERICS: tuple[str, ...] = ("weights", "ggml-cpu")
 _KV_PREFIX = "quantfid_f16kv_"
 
 
+def default_numerics(types: dict[str, str] | None) -> str:
+    """What ``auto`` means for weights of these types: ``ggml-cpu`` when any weight has a
+    llama.cpp type whose CPU product rounds activations (a GGML quant, F16, BF16), else
+    ``weights`` (RTN recipes, float models). A GGUF file loaded through transformers is
+    ``ggml-cpu`` whatever its types (llama.cpp would serve it)."""
+    rounds = any(actquant.vec_dot_type(s) != "f32" for s in (types or {}).values())
+    return "ggml-cpu" if rounds else "weights"
+
+
 def _f16(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.float16).to(t.dtype)
 
