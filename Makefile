@@ -17,8 +17,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PIP) install --no-deps -e .
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.installed requirements-dev.txt
+# llama-cpp-python builds llama.cpp from source (minutes, once: pip caches the wheel). The
+# build is portable: a -march=native build crashed in ggml's AMX path on this project's CPUs.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+
+$(VENV)/.dev: $(VENV)/.installed requirements-dev.txt requirements-llamacpp.txt
 	$(PIP) install -r requirements-dev.txt
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -r requirements-llamacpp.txt -c requirements.txt
 	touch $@
 
 demo: $(VENV)/.installed

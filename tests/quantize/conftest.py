@@ -48,3 +48,21 @@ def smollm_shape() -> ModelShape:
             infos.append(TensorInfo(f"model.layers.{i}.{hf}.weight", f"blk.{i}.{gg}.weight", shp, gg, i))
     return ModelShape(tensors=tuple(infos), n_layer=n, n_head=9, n_head_kv=3, tied_embeddings=True,
                       other_params=(2 * n + 1) * h)
+
+
+def smollm_structure(seed: int = 0) -> torch.nn.Module:
+    """A small Llama with the default model's structure as llama.cpp's presets read it: 30
+    layers, 3 query heads per KV head, tied embeddings, every row width a multiple of 32 but
+    not of 256 (96 here, 576 there) except ffn_down's (256 here, 1536 there)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=512, hidden_size=96, intermediate_size=256, num_hidden_layers=30,
+                      num_attention_heads=3, num_key_value_heads=1, tie_word_embeddings=True,
+                      max_position_embeddings=256)
+    model = LlamaForCausalLM(cfg).eval()
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            values = (np.ones(p.shape) if "norm" in name else rng.standard_normal(p.shape) * 0.05)
+            p.copy_(torch.from_numpy(values.astype(np.float32)))
+    return model

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from quantfid.backends import llamacpp
 from quantfid.errors import QuantfidError
 from quantfid.quantize import (
     QuantCache,
@@ -20,7 +22,7 @@ from quantfid.quantize import (
 )
 from quantfid.quantize.rtn import RTNConfig, rtn_quantize
 
-from .conftest import smollm_shape, tiny_llama
+from .conftest import smollm_structure, tiny_llama
 
 
 def test_shape_inventory(tiny: torch.nn.Module) -> None:
@@ -98,14 +100,36 @@ def test_imatrix_needed_and_hash_changes() -> None:
     assert a.hash != b.hash and b.imatrix_hash == im.hash
 
 
-def test_default_cohort_builds_on_default_shapes_fast_check() -> None:
-    """Every default recipe resolves on the default model's shapes to schemes that fit."""
-    s = smollm_shape()
-    for name in ("Q4_K_M", "mix-ends8-mid3", "rtn-w2g128-asym"):
-        for t in s.tensors:
-            scheme = get_recipe(name).type_map(s)[t.name]
-            if scheme in ggml.GGML_TYPES:
-                assert ggml.ggml_type(scheme).fits(t.n_per_row)
+@pytest.mark.skipif(not llamacpp.available(), reason="llama-cpp-python is not installed")
+def test_presets_match_llamacpp_files_on_default_structure(tmp_path: Path) -> None:
+    """Every llama.cpp preset recipe (``-pure`` ones too) gives each tensor the type llama.cpp
+    writes into its own file of that preset (``llama_model_quantize`` on an F32 GGUF of a
+    model with the default model's structure: 30 layers, GQA 3, tied embeddings, rows that
+    are not a multiple of 256 except ffn_down's), and exactly the presets that need an
+    importance matrix here are the ones llama.cpp refuses without one."""
+    from quantfid.quantize import agreement, list_recipes
+    from quantfid.quantize.gguftypes import gguf_types
+
+    model = smollm_structure()
+    shape = model_shape(model)
+    assert shape.n_layer == 30 and shape.n_gqa == 3 and shape.tied_embeddings
+    src = agreement.export_reference(model, tmp_path / "f32.gguf")
+    presets = [r for r in list_recipes() if r.preset is not None and not r.rules]
+    assert {"Q4_K_M", "IQ4_XS", "Q2_K-pure", "IQ3_M"} <= {r.name for r in presets}
+    refused, made = [], []
+    for recipe in presets:
+        out = tmp_path / f"{recipe.name}.gguf"
+        try:
+            agreement.llamacpp_quantize(src, out, recipe, threads=1)
+        except QuantfidError:
+            refused.append(recipe.name)
+            continue
+        made.append(recipe.name)
+        diff = agreement.type_differences(recipe.type_map(shape), gguf_types(out))
+        assert not diff, (recipe.name, diff[:5])
+        out.unlink()
+    assert refused == [r.name for r in presets if r.needs_imatrix(shape)]
+    assert len(made) >= 25
 
 
 def test_source_module_equals_deep_copy() -> None:

@@ -49,6 +49,22 @@ def gguf_name(hf_name: str) -> str | None:
     return None
 
 
+_LAYER_INV = {v: k for k, v in _LAYER_MAP.items()}
+_TOP_INV = {v: k for k, v in _TOP_MAP.items()}
+_GGUF_LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+
+def hf_name(gguf: str) -> str | None:
+    """The HF Llama parameter name of a GGUF tensor name (the inverse of :func:`gguf_name`),
+    or None when there is none."""
+    if gguf in _TOP_INV:
+        return _TOP_INV[gguf]
+    m = _GGUF_LAYER_RE.match(gguf)
+    if m and m.group(2) in _LAYER_INV:
+        return f"model.layers.{m.group(1)}.{_LAYER_INV[m.group(2)]}"
+    return None
+
+
 def category(gguf: str | None) -> str:
     """llama.cpp's category of a GGUF tensor name (``other`` when unknown)."""
     if gguf is None:
