@@ -154,6 +154,9 @@ def parse_spec(spec: str | None, *, role: Role = "quant", name: str | None = Non
         raise QuantfidError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if numerics not in NUMERICS:
         raise QuantfidError(f"unknown numerics {numerics!r}; choose one of {', '.join(NUMERICS)}")
+    if numerics == "ggml-cpu" and dtype != "float32":
+        raise QuantfidError(f"--numerics ggml-cpu emulates llama.cpp's float32 CPU backend: it "
+                            f"needs --dtype float32, not {dtype}")
     if kind == "url" and be != "http":
         raise QuantfidError(f"{text} is a server URL: it runs on the http backend, not {be!r}")
     if be == "http" and kind != "url":
@@ -187,13 +190,6 @@ class ModelRef:
         return hash_json({"content": self.content, **self.identity.to_json()})
 
 
-def numerics_available() -> bool:
-    """Whether the ggml-cpu emulation (``quantfid.quantize.numerics``) is present."""
-    import importlib.util
-
-    return importlib.util.find_spec("quantfid.quantize.numerics") is not None
-
-
 def resolve_numerics(spec: ModelSpec, types: dict[str, str] | None = None) -> str:
     """The concrete numerics of ``spec``: ``native`` for runtimes that compute in their own
     types; else the spec's choice, ``auto`` meaning ``ggml-cpu`` for GGML recipes (``types``:
@@ -204,7 +200,7 @@ def resolve_numerics(spec: ModelSpec, types: dict[str, str] | None = None) -> st
         return "native"
     if spec.numerics != "auto":
         return spec.numerics
-    if not numerics_available():
+    if spec.dtype != "float32":  # llama.cpp's CPU backend computes in float32
         return "weights"
     if spec.kind in ("gguf", "embedded"):
         # a GGUF runs as llama.cpp runs it (the embedded reference: F32 weights, f16 K/V)

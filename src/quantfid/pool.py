@@ -225,9 +225,9 @@ class ModelPool:
         handle = None
         if spec.backend == "hf" and numerics != "weights":
             if spec.kind == "gguf":
-                from quantfid.quantize import numerics as num
+                from quantfid.quantize.gguftypes import gguf_types
 
-                types = num.gguf_types(spec.source)
+                types = gguf_types(spec.source)
             handle = apply_numerics(backend.module, types, numerics)  # type: ignore[attr-defined]
             backend.numerics = numerics  # type: ignore[attr-defined]
         return backend, handle
