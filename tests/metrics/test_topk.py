@@ -20,7 +20,7 @@ from quantfid.metrics.topk import (
     naive_topk_kld,
     topk_fidelity,
 )
-from quantfid.store.compact import CompactStore, CompactStoreWriter, sample_tail, select_top
+from quantfid.store.compact import CompactStore, CompactStoreWriter, compact_rows
 from quantfid.store.rows import CompactRows
 
 
@@ -49,20 +49,10 @@ def compact(tmp: Path, logits: np.ndarray, targets: np.ndarray, **kw: object
 
 def compact64(logits: np.ndarray, targets: np.ndarray, cap: int = 256, mass: float = 1 - 1e-4,
               min_k: int = 10, tail_samples: int = 32) -> CompactRows:
-    """Float64 compact rows from the store's own top-k selection and tail sampler (the
-    store keeps float32; float64 here lets the bounds be checked to 1e-9)."""
-    lp = log_softmax(logits)
-    counts, ids, vals, tail_p = select_top(lp, mass, cap, min_k)
-    keep = np.arange(ids.shape[1])[None, :] < counts[:, None]
-    n = len(lp)
-    with np.errstate(divide="ignore"):
-        log_tail = np.log(tail_p.sum(axis=1))
-    need = log_tail > np.log1p(-min(mass, 1.0)) if tail_samples and mass < 1 else \
-        np.zeros(n, bool)
-    s_ids, s_lp = sample_tail(tail_p[need], lp[need], tail_samples, np.random.default_rng(5))
-    return CompactRows(counts, ids[keep], vals[keep], log_tail, lp[np.arange(n), targets],
-                       np.where(need, tail_samples, 0).astype(np.int32), s_ids.reshape(-1),
-                       s_lp.reshape(-1))
+    """Compact rows by the store's own selection and tail sampler (``compact_rows``: float64
+    on the CPU, so the bounds can be checked to 1e-9)."""
+    return compact_rows(np.asarray(logits, np.float64), targets, mass=mass, cap=cap, min_k=min_k,
+                        tail_samples=tail_samples, rng=np.random.default_rng(5))
 
 
 def topk(lq: np.ndarray, k: int, targets: np.ndarray, *, target: bool = True,
@@ -93,7 +83,7 @@ def exact_kld(ref: np.ndarray, q: np.ndarray, targets: np.ndarray) -> np.ndarray
 
 def test_whole_vocabulary_is_exact() -> None:
     ref, q, t = synthetic(0, 40, 300, 0.3)
-    rows = compact64(ref, t, cap=300, mass=2.0)  # keep every id
+    rows = compact64(ref, t, cap=300, mass=1.0)  # keep every id (cap = V)
     assert np.all(np.exp(rows.log_tail) == 0)
     res = topk_fidelity(rows, topk(log_softmax(q), 300, t), t)
     tm = token_metrics(ref, q, t)
