@@ -24,7 +24,7 @@ from quantfid.errors import QuantfidError
 from quantfid.metrics import token_metrics
 from quantfid.metrics.topk import TopKFidelity, mean_kld
 from quantfid.models import parse_spec
-from quantfid.store.compact import sample_tail, select_top
+from quantfid.store.compact import compact_rows
 from quantfid.store.rows import CompactRows
 
 pytestmark = pytest.mark.slow
@@ -69,13 +69,8 @@ def reference_rows(model: Model, windows: np.ndarray) -> dict[int, CompactRows]:
     out = {}
     for w, row in enumerate(windows):
         lp = log_softmax(model.logprobs(row.tolist())[START:STOP])
-        counts, ids, vals, tail_p = select_top(lp)
-        keep = np.arange(ids.shape[1])[None, :] < counts[:, None]
-        s_ids, s_lp = sample_tail(tail_p, lp, 8, np.random.default_rng(w))
         t = row[START + 1:STOP + 1]
-        out[w] = CompactRows(counts, ids[keep], vals[keep], np.log(tail_p.sum(axis=1)),
-                             lp[np.arange(len(t)), t], np.full(len(t), 8, np.int32),
-                             s_ids.reshape(-1), s_lp.reshape(-1))
+        out[w] = compact_rows(lp, t, tail_samples=8, rng=np.random.default_rng(w))
     return out
 
 

@@ -14,8 +14,7 @@ from tests.servers.helpers import log_softmax
 from quantfid.backends.base import TopKRows
 from quantfid.metrics import token_metrics
 from quantfid.metrics.topk import naive_topk_kld, topk_fidelity
-from quantfid.store.compact import sample_tail, select_top
-from quantfid.store.rows import CompactRows
+from quantfid.store.compact import compact_rows
 
 pytestmark = pytest.mark.slow
 START, STOP = 48, 95
@@ -38,13 +37,8 @@ def test_bounds_hold_and_the_estimate_beats_the_naive_one(inproc: Any, q4_0_gguf
     lp, lq = logprobs(inproc, window_ids), logprobs(quant, window_ids)
     t = window_ids[:, START + 1:STOP + 1].reshape(-1)
     exact = token_metrics(lp, lq, t, extras=False).kld
-    counts, ids, vals, tail_p = select_top(lp)
-    keep = np.arange(ids.shape[1])[None, :] < counts[:, None]
-    s_ids, s_lp = sample_tail(tail_p, lp, 32, np.random.default_rng(0))
     n = len(t)
-    rows = CompactRows(counts, ids[keep], vals[keep], np.log(tail_p.sum(axis=1)),
-                       lp[np.arange(n), t], np.full(n, 32, np.int32), s_ids.reshape(-1),
-                       s_lp.reshape(-1))
+    rows = compact_rows(lp, t, tail_samples=32, rng=np.random.default_rng(0))
     for k in (5, 20, 64, 256, 1024):
         part = np.argpartition(-lq, k - 1, axis=1)[:, :k]
         q = TopKRows(part, np.take_along_axis(lq, part, axis=1), lq[np.arange(n), t])
