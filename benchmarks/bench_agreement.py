@@ -20,8 +20,9 @@ llama.cpp's reference (the numerics floor).
 
 ``--draws K`` also runs the emulation under K more rounding draws (inputs perturbed by a few
 float32 ulps: the two runtimes sum in different orders, and activation rounding turns that
-into an independent draw of the rounding noise) and prints the standard deviation that the
-draws alone give the ratio and the top-1 gap ("noise").
+into an independent draw of the rounding noise) and prints the ratio of the emulation's mean
+over its draws with the standard deviation the draws alone give a ratio ("draws": mean ±
+noise), and the same noise for the top-1 gap ("±", points).
 
 Usage: ``python benchmarks/bench_agreement.py [--ctx 512] [--chunks 8] [--recipes A,B]
 [--draws K] [--threads N] [--workdir DIR] [--json]``.
@@ -103,13 +104,13 @@ def _print_row(r: object, header: bool, floor: float, n: int) -> None:
     if header:
         print(f"{n} scored tokens; reference floor KLD (emulated vs llama.cpp F32) {floor:.3g}")
         print(f"{'preset':<12} {'KLD llama.cpp':>13} {'KLD ggml-cpu':>12} {'ratio':>6} "
-              f"{'(noise)':>7} {'top1 lcpp %':>11} {'top1 emu %':>10} {'(noise)':>7} "
+              f"{'draws':>11} {'top1 lcpp %':>11} {'top1 emu %':>10} {'±':>5} "
               f"{'KLD weights':>11} {'w ratio':>7} types")
     kw = "" if r.kld_weights is None else f"{r.kld_weights:11.6f} {r.kld_weights / r.kld_llamacpp:7.3f}"
-    rn = "" if r.ratio_noise is None else f"{r.ratio_noise:.3f}"
+    rn = "" if r.ratio_noise is None else f"{r.ratio_over_draws:.3f}±{r.ratio_noise:.3f}"
     tn = "" if r.top1_noise_points is None else f"{r.top1_noise_points:.2f}"
-    print(f"{r.recipe:<12} {r.kld_llamacpp:13.6f} {r.kld_emulated:12.6f} {r.ratio:6.3f} {rn:>7} "
-          f"{100 * r.same_top1_llamacpp:11.2f} {100 * r.same_top1_emulated:10.2f} {tn:>7} {kw} "
+    print(f"{r.recipe:<12} {r.kld_llamacpp:13.6f} {r.kld_emulated:12.6f} {r.ratio:6.3f} {rn:>11} "
+          f"{100 * r.same_top1_llamacpp:11.2f} {100 * r.same_top1_emulated:10.2f} {tn:>5} {kw} "
           f"{'same' if not r.type_diff else 'DIFF ' + r.type_diff[0]}", flush=True)
 
 

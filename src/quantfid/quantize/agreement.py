@@ -39,15 +39,18 @@ CHUNK = 256
 
 # ---- files ----------------------------------------------------------------------------------
 def export_reference(module: torch.nn.Module, path: str | Path,
-                     reference_gguf: str | Path | None = None) -> Path:
-    """Write ``module`` (a float32 Llama) as an all-F32 GGUF, metadata and tokenizer copied
-    from ``reference_gguf`` when given."""
+                     reference_gguf: str | Path | None = None,
+                     tokenizer_gguf: str | Path | None = None) -> Path:
+    """Write ``module`` (a float32 Llama) as an all-F32 GGUF: metadata and tokenizer copied
+    from ``reference_gguf`` (the file ``module`` was loaded from), or the architecture from the
+    config and the tokenizer from ``tokenizer_gguf`` (llama.cpp only loads a file with one)."""
     from quantfid.quantize.apply import quantize_model
     from quantfid.quantize.export import write_gguf
 
     f32 = Recipe("F32", "every weight kept in float32", default="F32")
     report = quantize_model(module, f32, keep_data=True, progress=False)
-    return write_gguf(path, module, report, reference_gguf=reference_gguf)
+    return write_gguf(path, module, report, reference_gguf=reference_gguf,
+                      tokenizer_gguf=tokenizer_gguf)
 
 
 def llamacpp_quantize(src: str | Path, dst: str | Path, recipe: Recipe,
@@ -101,25 +104,38 @@ class KeepLogits:
         return None
 
 
+@dataclass(frozen=True)
+class Compared:
+    """Per-token metrics against a reference, and optionally the per-token KLD against a
+    second model's logits (``cross``: KL(cross || this), token by token)."""
+
+    metrics: TokenMetrics
+    cross_kld: np.ndarray | None = None
+
+
 @dataclass
 class VersusReference:
     """A reducer: per-token metrics of a chunk against the kept reference logits.
 
     ref: per window, (n_score, V) float32 logits of positions ``first .. first + n_score - 1``;
-    targets: (n_windows, n_score) next-token ids."""
+    targets: (n_windows, n_score) next-token ids; cross: another model's kept logits (same
+    layout) to take the token-by-token KLD against, or None."""
 
     ref: list[torch.Tensor]
     targets: np.ndarray
     first: int
-    extras: bool = False
+    cross: list[torch.Tensor] | None = None
 
-    def full(self, window: int, pos0: int, logits: torch.Tensor) -> TokenMetrics:
+    def full(self, window: int, pos0: int, logits: torch.Tensor) -> Compared:
         lo = pos0 - self.first
         hi = lo + logits.shape[0]
-        return token_metrics(self.ref[window][lo:hi], logits.detach().cpu(),
-                             self.targets[window, lo:hi], extras=self.extras)
+        x = logits.detach().cpu()
+        m = token_metrics(self.ref[window][lo:hi], x, self.targets[window, lo:hi], extras=False)
+        if self.cross is None:
+            return Compared(m)
+        return Compared(m, token_metrics(self.cross[window][lo:hi], x, extras=False).kld)
 
-    def topk(self, window: int, pos0: int, rows: TopKRows) -> TokenMetrics:
+    def topk(self, window: int, pos0: int, rows: TopKRows) -> Compared:
         raise QuantfidError("agreement needs full logits")
 
     def wanted_ids(self, window: int, pos0: int, n: int) -> np.ndarray | None:
@@ -155,18 +171,32 @@ def keep_reference(scorer: Any, windows: Windows) -> list[torch.Tensor]:
     return [torch.cat(p, dim=0) for p in parts]
 
 
-def versus(scorer: Any, windows: Windows, ref: list[torch.Tensor]) -> TokenMetrics:
-    """Per-token metrics of the model behind ``scorer`` against reference logits ``ref``."""
-    red = VersusReference(ref, windows.targets, windows.first)
-    parts = collect(scorer(windows.ids, windows.first, windows.n_ctx - 1, red), len(windows))
-    return TokenMetrics.concat([m for p in parts for m in p])
+def versus(scorer: Any, windows: Windows, ref: list[torch.Tensor],
+           cross: list[torch.Tensor] | None = None) -> Compared:
+    """Per-token metrics of the model behind ``scorer`` against reference logits ``ref`` (and
+    its per-token KLD against ``cross``, when given)."""
+    red = VersusReference(ref, windows.targets, windows.first, cross)
+    parts = [c for p in collect(scorer(windows.ids, windows.first, windows.n_ctx - 1, red),
+                                len(windows)) for c in p]
+    cx = None if cross is None else np.concatenate([c.cross_kld for c in parts])
+    return Compared(TokenMetrics.concat([c.metrics for c in parts]), cx)
+
+
+def versus_kept(logits: list[torch.Tensor], windows: Windows,
+                ref: list[torch.Tensor]) -> TokenMetrics:
+    """Per-token metrics of kept logits (per window, as :func:`keep_reference` returns them)
+    against reference logits ``ref``."""
+    return TokenMetrics.concat([token_metrics(r, x, windows.targets[i], extras=False)
+                                for i, (r, x) in enumerate(zip(ref, logits, strict=True))])
 
 
 # ---- the table ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AgreementRow:
     """One preset: mean KLD (nats) and same top-1 (fraction) measured by llama.cpp and by the
-    emulation (and weight-only, or None), and whether the per-tensor types agree."""
+    emulation (and weight-only, or None), and whether the per-tensor types agree. cross_kld /
+    cross_kld_weights: mean KLD of llama.cpp's own quant against the emulated / weight-only
+    quant, token by token (how closely each reproduces llama.cpp's logits)."""
 
     recipe: str
     kld_llamacpp: float
@@ -177,8 +207,9 @@ class AgreementRow:
     kld_weights: float | None = None
     same_top1_weights: float | None = None
     type_diff: tuple[str, ...] = field(default=())
-    kld_draw_sd: float | None = None
-    top1_draw_sd: float | None = None
+    draws: tuple[tuple[float, float], ...] = ()
+    cross_kld: float | None = None
+    cross_kld_weights: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -190,18 +221,31 @@ class AgreementRow:
         """|same top-1 emulated - llama.cpp's|, percentage points."""
         return 100.0 * abs(self.same_top1_emulated - self.same_top1_llamacpp)
 
+    def _draws(self) -> np.ndarray:
+        """(1 + n_draws, 2): (mean KLD, same top-1) of the emulation, plain run first."""
+        return np.array([(self.kld_emulated, self.same_top1_emulated), *self.draws])
+
+    @property
+    def ratio_over_draws(self) -> float:
+        """The emulation's mean KLD averaged over its rounding draws / llama.cpp's (the plain
+        ratio without draws)."""
+        return float(self._draws()[:, 0].mean() / self.kld_llamacpp)
+
     @property
     def ratio_noise(self) -> float | None:
         """The ratio's standard deviation from rounding draws alone (both sides are one draw
         each: sqrt(2) x the emulation's relative draw-to-draw SD), or None without draws."""
-        if self.kld_draw_sd is None:
+        if not self.draws:
             return None
-        return float(np.sqrt(2.0) * self.kld_draw_sd / self.kld_emulated)
+        d = self._draws()[:, 0]
+        return float(np.sqrt(2.0) * d.std(ddof=1) / d.mean())
 
     @property
     def top1_noise_points(self) -> float | None:
         """The same-top-1 gap's standard deviation from rounding draws alone, points."""
-        return None if self.top1_draw_sd is None else float(100 * np.sqrt(2.0) * self.top1_draw_sd)
+        if not self.draws:
+            return None
+        return float(100 * np.sqrt(2.0) * self._draws()[:, 1].std(ddof=1))
 
     def ok(self, lo: float = 0.95, hi: float = 1.05, top1_points: float = 0.5) -> bool:
         return lo <= self.ratio <= hi and self.top1_gap_points <= top1_points and not self.type_diff
@@ -246,10 +290,11 @@ class Sides:
 
 
 def prepare(module: torch.nn.Module, windows: Windows, workdir: str | Path, *,
-            metadata_gguf: str | Path | None = None, weights: bool = True,
-            threads: int | None = None) -> Sides:
-    """Export the reference, score it with llama.cpp, under ggml-cpu and (``weights``) under
-    weight-only numerics. ``module`` must be a float32 Llama."""
+            metadata_gguf: str | Path | None = None, tokenizer_gguf: str | Path | None = None,
+            weights: bool = True, threads: int | None = None) -> Sides:
+    """Export the reference (:func:`export_reference`: metadata from ``metadata_gguf``, or the
+    tokenizer from ``tokenizer_gguf``), score it with llama.cpp, under ggml-cpu and
+    (``weights``) under weight-only numerics. ``module`` must be a float32 Llama."""
     import copy
     import functools
 
@@ -258,7 +303,7 @@ def prepare(module: torch.nn.Module, windows: Windows, workdir: str | Path, *,
 
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
-    ref_gguf = export_reference(module, wd / "reference-F32.gguf", metadata_gguf)
+    ref_gguf = export_reference(module, wd / "reference-F32.gguf", metadata_gguf, tokenizer_gguf)
     be = LlamaCppBackend(ref_gguf, n_ctx=windows.n_ctx, role="reference", threads=threads)
     try:
         lc_ref = keep_reference(be.score_windows, windows)
@@ -268,11 +313,31 @@ def prepare(module: torch.nn.Module, windows: Windows, workdir: str | Path, *,
     with apply_numerics(module, None, "ggml-cpu"):
         emu_ref = keep_reference(score, windows)
     w_ref = keep_reference(score, windows) if weights else None
-    floor = float(np.mean(np.concatenate([
-        token_metrics(lc, emu, extras=False).kld for lc, emu in zip(lc_ref, emu_ref, strict=True)])))
+    floor = float(np.mean(versus_kept(emu_ref, windows, lc_ref).kld))
     return Sides(module=module, work=copy.deepcopy(module), windows=windows, workdir=wd,
                  reference_gguf=ref_gguf, llamacpp_ref=lc_ref, emulated_ref=emu_ref,
                  weights_ref=w_ref, ref_kld=floor, threads=threads)
+
+
+def _llamacpp_side(sides: Sides, recipe: Recipe, shape: ModelShape,
+                   keep_file: bool) -> tuple[list[str], list[torch.Tensor]]:
+    """llama.cpp's own file of ``recipe``: its type differences from quantfid's type map and
+    its logits on the windows."""
+    from quantfid.backends.llamacpp import LlamaCppBackend
+    from quantfid.quantize.gguftypes import gguf_types
+
+    path = llamacpp_quantize(sides.reference_gguf, sides.workdir / f"{recipe.name}.gguf",
+                             recipe, sides.threads)
+    try:
+        diff = type_differences(recipe.type_map(shape), gguf_types(path))
+        be = LlamaCppBackend(path, n_ctx=sides.windows.n_ctx, threads=sides.threads)
+        try:
+            return diff, keep_reference(be.score_windows, sides.windows)
+        finally:
+            be.close()
+    finally:
+        if not keep_file:
+            path.unlink(missing_ok=True)
 
 
 def measure_preset(sides: Sides, recipe: Recipe, shape: ModelShape, keep_file: bool = False,
@@ -280,45 +345,37 @@ def measure_preset(sides: Sides, recipe: Recipe, shape: ModelShape, keep_file: b
     """One row of the table: ``recipe`` quantized by llama.cpp and measured there, and applied
     in torch and measured under ggml-cpu (and weight-only when the sides have it). draws: also
     measure the emulation under that many more rounding draws (:func:`perturb_input`) for the
-    draw-to-draw spread of its mean KLD and same top-1."""
+    draw-to-draw spread and mean of its KLD and same top-1."""
     import functools
 
-    from quantfid.backends.llamacpp import LlamaCppBackend
     from quantfid.quantize.apply import quantize_model
-    from quantfid.quantize.gguftypes import gguf_types
     from quantfid.quantize.numerics import apply_numerics
 
     w = sides.windows
-    path = llamacpp_quantize(sides.reference_gguf, sides.workdir / f"{recipe.name}.gguf",
-                             recipe, sides.threads)
-    try:
-        diff = type_differences(recipe.type_map(shape), gguf_types(path))
-        be = LlamaCppBackend(path, n_ctx=w.n_ctx, threads=sides.threads)
-        try:
-            kld_lc, top_lc = summary(versus(be.score_windows, w, sides.llamacpp_ref))
-        finally:
-            be.close()
-    finally:
-        if not keep_file:
-            path.unlink(missing_ok=True)
+    diff, lc_q = _llamacpp_side(sides, recipe, shape, keep_file)
+    kld_lc, top_lc = summary(versus_kept(lc_q, w, sides.llamacpp_ref))
     rep = quantize_model(sides.work, recipe, source=sides.module, progress=False, shape=shape)
     score = functools.partial(module_score_windows, sides.work)
     with apply_numerics(sides.work, rep.types, "ggml-cpu"):
-        kld_emu, top_emu = summary(versus(score, w, sides.emulated_ref))
+        emu = versus(score, w, sides.emulated_ref, cross=lc_q)
         extra = []
         for seed in range(1, draws + 1):
             hook = perturb_input(sides.work, seed)
             try:
-                extra.append(summary(versus(score, w, sides.emulated_ref)))
+                extra.append(summary(versus(score, w, sides.emulated_ref).metrics))
             finally:
                 hook.remove()
-    spread = np.std(np.array([(kld_emu, top_emu), *extra]), axis=0, ddof=1) if extra else None
-    kld_w = top_w = None
-    if sides.weights_ref is not None:
-        kld_w, top_w = summary(versus(score, w, sides.weights_ref))
-    return AgreementRow(recipe=recipe.name, kld_llamacpp=kld_lc, kld_emulated=kld_emu,
-                        same_top1_llamacpp=top_lc, same_top1_emulated=top_emu,
-                        n_tokens=w.n_tokens, kld_weights=kld_w, same_top1_weights=top_w,
-                        type_diff=tuple(diff),
-                        kld_draw_sd=None if spread is None else float(spread[0]),
-                        top1_draw_sd=None if spread is None else float(spread[1]))
+    kld_emu, top_emu = summary(emu.metrics)
+    wo = None if sides.weights_ref is None else versus(score, w, sides.weights_ref, cross=lc_q)
+    kld_w, top_w = summary(wo.metrics) if wo is not None else (None, None)
+    return AgreementRow(
+        recipe=recipe.name, kld_llamacpp=kld_lc, kld_emulated=kld_emu,
+        same_top1_llamacpp=top_lc, same_top1_emulated=top_emu, n_tokens=w.n_tokens,
+        kld_weights=kld_w, same_top1_weights=top_w, type_diff=tuple(diff),
+        draws=tuple(extra),
+        cross_kld=_mean(emu.cross_kld),
+        cross_kld_weights=None if wo is None else _mean(wo.cross_kld))
+
+
+def _mean(x: np.ndarray | None) -> float | None:
+    return None if x is None else float(np.mean(x))

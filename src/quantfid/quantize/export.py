@@ -62,9 +62,10 @@ def gguf_metadata(reference: Path) -> tuple[tuple[str, Any, Any, Any], ...]:
     return tuple(out)
 
 
-def _copy_metadata(writer: Any, reference: Path) -> None:
+def _copy_metadata(writer: Any, reference: Path, prefix: str = "") -> None:
     for key, value, vtype, sub in gguf_metadata(reference.resolve()):
-        writer.add_key_value(key, value, vtype, sub_type=sub)
+        if key.startswith(prefix):
+            writer.add_key_value(key, value, vtype, sub_type=sub)
 
 
 def _config_metadata(writer: Any, cfg: Any) -> None:
@@ -84,10 +85,14 @@ def _config_metadata(writer: Any, cfg: Any) -> None:
 
 
 def write_gguf(path: str | Path, module: torch.nn.Module, report: QuantReport,
-               reference_gguf: str | Path | None = None) -> Path:
+               reference_gguf: str | Path | None = None,
+               tokenizer_gguf: str | Path | None = None) -> Path:
     """Write the quantized ``module`` as a GGUF (Llama architecture).
 
     report: from ``quantize_model(..., keep_data=True)`` (it holds the GGML bytes).
+    reference_gguf: copy every metadata field from it (a quant of that file). Without it the
+    architecture keys come from the config, and the tokenizer keys from ``tokenizer_gguf``
+    when given (a model of another shape that shares a tokenizer).
     """
     import gguf
 
@@ -109,6 +114,8 @@ def write_gguf(path: str | Path, module: torch.nn.Module, report: QuantReport,
         else:
             writer.add_name(f"quantfid {report.recipe}")
             _config_metadata(writer, cfg)
+            if tokenizer_gguf is not None:
+                _copy_metadata(writer, Path(tokenizer_gguf), prefix="tokenizer.")
         writer.add_file_type(int(gguf.LlamaFileType.GUESSED))
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         writer.add_string("quantfid.recipe", report.recipe)
