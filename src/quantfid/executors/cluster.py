@@ -73,6 +73,9 @@ def pin_loopback() -> None:
 def connect(address: str = "") -> Iterator[str]:
     """Ray connected for the block; yields a description of the cluster."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # every result the executor cares about is fetched; the rest (units of workers killed
+    # on Ctrl-C) would only print tracebacks at exit
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     if not getattr(sys.stderr, "isatty", lambda: False)():
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     local = not address

@@ -19,7 +19,8 @@ units are the same whichever executor ran them.
 **The reference store, written once, read by every worker.** The reference unit's store is
 committed by the driver; a worker reads it from the workspace path when the workspace is
 on storage the worker sees (checked with a probe file), else from a copy of it the driver
-puts once into Ray's object store and each worker unpacks once into its scratch directory.
+puts once into Ray's object store and each worker unpacks once into its scratch directory
+(``QUANTFID_RAY_COPY_STORES=1`` takes that path even where the workspace is visible).
 Limits of the object-store path: each store is held whole in the object store (by default
 30 % of a node's memory; larger objects spill to disk under Ray's temp directory) and once more
 on each worker's disk; results travel back the same way, so a node's object store must hold
@@ -29,9 +30,10 @@ the largest store (a compact store is ~ 8 bytes x top-k per scored token).
 retried on a fresh worker up to ``max_retries`` times, the study stops after that, and
 whatever was committed stays. A unit that raises :class:`~quantfid.errors.QuantfidError`
 (bad input, a worker refusing to run another quantfid or other model files) stops the study
-with that error, never retried; any other exception is a bug and stops it with the worker's
-traceback. Ctrl-C (or SIGTERM) on the driver kills the workers at once (their units are
-lost, nothing half-written reaches the workspace) and a re-run with either executor resumes.
+with that error, never retried (an ``OSError`` too: one line, as on the driver); any other
+exception is a bug and stops it with the worker's traceback. Ctrl-C (or SIGTERM) on the
+driver kills the workers at once (their units are lost, nothing half-written reaches the
+workspace) and a re-run with either executor resumes.
 
 **Logs.** Workers' stdout and stderr reach the driver through Ray (lines prefixed with the
 worker's pid); each worker announces itself there when it starts.
@@ -62,6 +64,8 @@ from quantfid.store.workspace import Workspace
 from quantfid.units import Unit, commit_output
 
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", TRACE_ENV)
+COPY_ENV = "QUANTFID_RAY_COPY_STORES"  # "1": send stores through the object store even to
+# workers that see the workspace (when the network is faster than the shared storage)
 POLL_S = 0.5
 
 
@@ -138,7 +142,8 @@ class _Run:
         self.fp = fingerprint()
         self.nonce = uuid.uuid4().hex
         self.probe = (self.tmp / "probe").relative_to(self.ws.path).as_posix()
-        atomic.write_text(self.ws.path / self.probe, self.nonce)
+        if os.environ.get(COPY_ENV) != "1":
+            atomic.write_text(self.ws.path / self.probe, self.nonce)
         env = {"TQDM_DISABLE": "1", **{k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
         self.actor_cls = self.ray.remote(Worker).options(
             **self.res.options(), max_restarts=0, max_task_retries=0,
@@ -164,8 +169,9 @@ class _Run:
     def close(self) -> None:
         """After the last unit: let the workers drop their scratch directories."""
         refs = [s.actor.close.remote() for s in self.slots if s.ready]
-        with contextlib.suppress(Exception):
-            self.ray.wait(refs, num_returns=len(refs), timeout=10.0)
+        if refs:
+            with contextlib.suppress(Exception):
+                self.ray.wait(refs, num_returns=len(refs), timeout=10.0)
 
     def kill(self) -> None:
         """End every worker now (their running units are lost, not committed)."""
@@ -219,9 +225,9 @@ class _Run:
             res = self.ray.get(ref)
         except RayTaskError as e:
             cause = getattr(e, "cause", None)
-            if isinstance(cause, QuantfidError):
+            if isinstance(cause, QuantfidError | OSError):  # one line, as on the driver
                 raise cause from None
-            raise
+            raise  # a bug: the worker's traceback
         except _lost_types() as e:
             self._lost(slot, unit, e)
             return
