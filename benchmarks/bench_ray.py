@@ -8,7 +8,8 @@ Each run is a fresh ``python -m quantfid study --quick`` subprocess into a new w
 (both pay the interpreter, imports and model loading). The Ray runs start their own
 one-machine cluster (``--executor ray`` without ``--address``): Ray's start-up, its workers'
 start-up and their loading of the reference are inside the measured time. Local and Ray runs
-alternate, so both see the same machine load; the ratio is of the medians.
+alternate (local first, then Ray first, ...), so both see the same machine load; the ratio is
+of the medians.
 
 ``--num-cpus``: Ray's ``[executor] num_cpus`` per unit, also each worker's torch threads;
 default: the torch threads a local run uses here, which gives the local run's bits (on a
@@ -95,9 +96,10 @@ def main() -> None:
                                         f"num_cpus = {n_cpus!r}")
     config.write_text(text)
     local_t, ray_t = [], []
-    for i in range(args.repeats):
-        local_t.append(run_study(root / f"local-{i}", None, ray=False))
-        ray_t.append(run_study(root / f"ray-{i}", config, ray=True))
+    for i in range(args.repeats):  # alternated, the order swapped every repeat
+        for ray in (False, True) if i % 2 == 0 else (True, False):
+            t = run_study(root / f"{'ray' if ray else 'local'}-{i}", config if ray else None, ray)
+            (ray_t if ray else local_t).append(t)
     diff = differences(root / "local-0", root / "ray-0")
     res = {"cpu": _cpu(), "threads_local": torch.get_num_threads(), "ray_num_cpus": n_cpus,
            "local_s": [round(t, 1) for t in local_t], "ray_s": [round(t, 1) for t in ray_t],
