@@ -1,9 +1,11 @@
-"""``quantfid study [config.toml] [--out DIR] [--quick|--full] [--print-default-config]``."""
+"""``quantfid study [config.toml] [--out DIR] [--quick|--full] [--executor local|ray]
+[--address ADDR] [--print-default-config]``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 DEFAULT_OUT = "quantfid-study"
 
@@ -25,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="more windows and every prompt of each task (hours on a CPU)")
     p.add_argument("--print-default-config", action="store_true",
                    help="print the configuration as TOML (of --quick/--full if given) and exit")
+    p.add_argument("--executor", choices=("local", "ray"),
+                   help="where units run: local (this process, the default) or ray (a Ray "
+                        "cluster; see docs/cluster.md); overrides [executor] kind")
+    p.add_argument("--address", metavar="ADDR",
+                   help="with --executor ray: the cluster's head (host:port); default: start a "
+                        "one-machine cluster for the run; overrides [executor] address")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON on stdout")
     p.set_defaults(func=run)
 
@@ -43,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(config.to_toml(config.preset(name)))
         return 0
     cfg = config.load(args.config, base=name) if args.config else config.preset(name)
+    cfg = _with_executor(cfg, args.executor, args.address)
     from quantfid.study import run_study
 
     res = run_study(cfg, args.out)
@@ -53,3 +62,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(res.verdict)
     return 0
+
+
+def _with_executor(cfg: Any, kind: str | None, address: str | None) -> Any:
+    """``cfg`` with ``--executor`` / ``--address`` applied."""
+    import dataclasses
+
+    from quantfid.errors import QuantfidError
+
+    x = cfg.executor
+    if kind is not None:
+        x = dataclasses.replace(x, kind=kind)
+    if address is not None:
+        if x.kind != "ray":
+            raise QuantfidError("--address names a Ray cluster: give --executor ray too")
+        x = dataclasses.replace(x, address=address)
+    return dataclasses.replace(cfg, executor=x)

@@ -2,16 +2,16 @@
 
 Units arrive grouped by model (the planner's order), so each model is loaded or built once
 for all its units; the reference stays loaded. Each unit's output is committed to the
-workspace as soon as it finishes, so an interrupted run loses at most the unit in progress.
+workspace as soon as it finishes, so an interrupted run loses at most the unit in progress
+(:mod:`quantfid.executors.staging`: what a killed run staged is swept by the next one).
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
+from quantfid.executors import staging
 from quantfid.executors.log import RunLog
 from quantfid.pool import ModelPool
 from quantfid.store.workspace import Workspace
@@ -22,10 +22,8 @@ class LocalExecutor:
     name = "local"
 
     def run(self, units: Sequence[Unit], pool: ModelPool, ws: Workspace, log: RunLog) -> None:
-        staging = ws.path / ".staging"
-        staging.mkdir(exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix="local-", dir=staging)
-        ctx = UnitContext(ws.path, stage=Path(tmp), progress=log.tty)
+        tmp = staging.new(ws.path, self.name)
+        ctx = UnitContext(ws.path, stage=tmp, progress=log.tty)
         try:
             for unit in units:
                 log.unit_start(unit)
