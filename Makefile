@@ -21,8 +21,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 # build is portable: a -march=native build crashed in ggml's AMX path on this project's CPUs.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
-$(VENV)/.dev: $(VENV)/.installed requirements-dev.txt requirements-llamacpp.txt
+$(VENV)/.dev: $(VENV)/.installed requirements-dev.txt requirements-llamacpp.txt requirements-ray.txt
 	$(PIP) install -r requirements-dev.txt
+	$(PIP) install -r requirements-ray.txt
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -r requirements-llamacpp.txt -c requirements.txt
 	touch $@
 

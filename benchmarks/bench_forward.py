@@ -48,6 +48,7 @@ def _median_time(fn: Callable[[], Any], repeats: int) -> float:
 def bench_ctx(ref: Any, bf16: Any, tokens: np.ndarray, n_ctx: int, n_windows: int,
               repeats: int) -> dict[str, Any]:
     from quantfid.corpus import make_windows
+    from quantfid.reducers import full_logprobs
 
     w = make_windows(tokens, n_ctx, ref.bos_id(), max_chunks=n_windows)
     ids = w.ids
@@ -61,12 +62,12 @@ def bench_ctx(ref: Any, bf16: Any, tokens: np.ndarray, n_ctx: int, n_windows: in
 
     def ours(backend: Any) -> Callable[[], None]:
         def run() -> None:
-            for _ in backend.logprobs(ids, batch_size=1, start=w.first, stop=n_ctx - 1):
+            for _ in full_logprobs(backend, ids, start=w.first, stop=n_ctx - 1):
                 pass
         return run
 
     def ours_all() -> None:
-        for _ in ref.logprobs(ids, batch_size=1):
+        for _ in full_logprobs(ref, ids):
             pass
 
     plain(), ours(ref)()  # warm-up
@@ -78,8 +79,8 @@ def bench_ctx(ref: Any, bf16: Any, tokens: np.ndarray, n_ctx: int, n_windows: in
     t_bf = _median_time(ours(bf16), repeats)
 
     kld = []
-    for lp32, lp16 in zip(ref.logprobs(ids, start=w.first, stop=n_ctx - 1),
-                          bf16.logprobs(ids, start=w.first, stop=n_ctx - 1), strict=True):
+    for lp32, lp16 in zip(full_logprobs(ref, ids, start=w.first, stop=n_ctx - 1),
+                          full_logprobs(bf16, ids, start=w.first, stop=n_ctx - 1), strict=True):
         p = lp32.double()
         kld.append((p.exp() * (p - lp16.double())).sum(-1).flatten())
         same = (lp32.argmax(-1) == lp16.argmax(-1)).double().mean()

@@ -68,6 +68,7 @@ def main() -> None:
     from quantfid.backends.http import open_http
     from quantfid.backends.llamacpp import LlamaCppBackend
     from quantfid.models import parse_spec
+    from quantfid.reducers import full_logprobs
 
     model = Path(args.model) if args.model else embedded.gguf_path()
     ids = _windows(model, args.ctx, args.windows)
@@ -84,7 +85,7 @@ def main() -> None:
                                       concurrency=1))
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            for _lp in inproc.logprobs(ids, start=first, stop=stop):
+            for _lp in full_logprobs(inproc, ids, start=first, stop=stop):
                 pass
             times["in-process"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()

@@ -102,6 +102,7 @@ def main() -> None:
     from quantfid.backends.llamacpp import LlamaCppBackend
     from quantfid.corpus import load_corpus
     from quantfid.models import parse_spec
+    from quantfid.reducers import full_logprobs
     from quantfid.store.llamacpp import KldBase, KldBaseWriter
 
     t0 = time.perf_counter()
@@ -113,7 +114,7 @@ def main() -> None:
     ref_be = LlamaCppBackend(f32, n_ctx=args.ctx, threads=args.threads,
                              n_threads_batch=args.threads)
     with KldBaseWriter(tmp / "base.kld", tokens, ref_be.vocab_size()) as w:
-        for lp in ref_be.logprobs(tokens, start=first, stop=stop):
+        for lp in full_logprobs(ref_be, tokens, start=first, stop=stop):
             w.append(lp[0])
     base = KldBase(tmp / "base.kld")
     ref = {c: reference_rows(base, c, tmp) for c in range(args.chunks)}
@@ -126,7 +127,7 @@ def main() -> None:
         qbe = LlamaCppBackend(q, n_ctx=args.ctx, threads=args.threads,
                               n_threads_batch=args.threads)
         inproc = np.concatenate([base.metrics_against(c, lp[0].numpy()).kld for c, lp in
-                                 enumerate(qbe.logprobs(tokens, start=first, stop=stop))])
+                                 enumerate(full_logprobs(qbe, tokens, start=first, stop=stop))])
         proc, url = conftest.start_server(q, tmp / f"{name}.log", n_ctx=2 * args.ctx)
         try:
             be = open_http(parse_spec(url, tokenizer=str(q), top_k=args.top_k, concurrency=1))

@@ -15,7 +15,7 @@ position predicts (corpus windows: the next token; prompt sequences: the gold se
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -203,3 +203,22 @@ class FullRows:
 
     def wanted_ids(self, window: int, pos0: int, n: int) -> np.ndarray | None:
         return None
+
+
+def full_logprobs(backend: Any, ids: np.ndarray, start: int = 0,
+                  stop: int | None = None) -> Iterator[torch.Tensor]:
+    """float32 log-probs (1, stop - start, V) per window of ``ids`` (N, n_ctx), through the
+    backend's ``score_windows`` with :class:`FullRows`. For tests, benchmarks and small checks:
+    the pipeline never asks for (P, V) matrices."""
+    ids = np.asarray(ids, dtype=np.int64)
+    stop = ids.shape[-1] if stop is None else stop
+    pending: list[torch.Tensor] = []
+    last = 0
+    for w, rows in backend.score_windows(ids, start, stop, FullRows()):
+        if w != last and pending:
+            yield torch.cat(pending, dim=0).unsqueeze(0)  # (1, P, V)
+            pending = []
+        last = w
+        pending.append(rows)
+    if pending:
+        yield torch.cat(pending, dim=0).unsqueeze(0)

@@ -15,6 +15,7 @@ import torch
 from quantfid.backends import llamacpp
 from quantfid.backends.base import LoglikRequest, TopKRows
 from quantfid.errors import QuantfidError
+from quantfid.reducers import full_logprobs
 
 needs_llamacpp = pytest.mark.skipif(not llamacpp.available(),
                                     reason="llama-cpp-python is not installed")
@@ -145,7 +146,7 @@ def test_registry_opens_spec_and_legacy_logprobs() -> None:
     try:
         assert be.name == "llamacpp" and be.info.id == "emb" and be.n_ctx == 64  # type: ignore[attr-defined]
         ids = be.tokenize(TEXT)[:64][None, :]
-        (lp,) = list(be.logprobs(ids, start=32, stop=63))  # type: ignore[attr-defined]
+        (lp,) = list(full_logprobs(be, ids, start=32, stop=63))
         assert lp.shape == (1, 31, be.vocab_size())
         assert torch.allclose(lp.exp().sum(-1), torch.ones(1, 31), atol=1e-4)
     finally:
@@ -164,8 +165,8 @@ def test_llamacpp_matches_transformers_on_embedded_gguf(lc: llamacpp.LlamaCppBac
     assert lc.bos_id() == hf.bos_id()
     ids = hf.tokenize(TEXT)[:64][None, :]
     assert np.array_equal(lc.tokenize(TEXT)[:64], ids[0])
-    p = next(hf.logprobs(ids, start=32, stop=63)).double()
-    q = next(lc.logprobs(ids, start=32, stop=63)).double()
+    p = next(full_logprobs(hf, ids, start=32, stop=63)).double()
+    q = next(full_logprobs(lc, ids, start=32, stop=63)).double()
     kld = (p.exp() * (p - q)).sum(-1)
     # same Q4_1 weights; llama.cpp rounds activations to q8_1 and K/V to f16
     assert float(kld.mean()) < 0.02

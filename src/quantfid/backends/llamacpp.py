@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import torch
 
-from quantfid.backends.base import Identity, LoglikRequest, LoglikResult, Reducer, TopKRows
+from quantfid.backends.base import Identity, LoglikRequest, LoglikResult, Reducer
 from quantfid.errors import QuantfidError
 from quantfid.hashing import hash_file, hash_json
 from quantfid.records import Model, Role
@@ -80,19 +80,6 @@ def import_llama_cpp() -> Any:
                             f"with the portable build flags: {BUILD_HINT}") from e
     _logger.logger.setLevel(logging.CRITICAL)
     return llama_cpp
-
-
-class _LogSoftmax:
-    """A reducer returning float32 log-probs (1, P, V) on the CPU (the legacy ``logprobs``)."""
-
-    def full(self, window: int, pos0: int, logits: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(logits.float(), dim=-1).unsqueeze(0)
-
-    def topk(self, window: int, pos0: int, rows: TopKRows) -> torch.Tensor:
-        raise NotImplementedError
-
-    def wanted_ids(self, window: int, pos0: int, n: int) -> np.ndarray | None:
-        return None
 
 
 class LlamaCppBackend:
@@ -204,22 +191,6 @@ class LlamaCppBackend:
             self._eval(row)
             for out in self._reduce(reducer, w, start, stop):
                 yield w, out
-
-    def logprobs(self, windows: np.ndarray, batch_size: int = 1, start: int = 0,
-                 stop: int | None = None) -> Iterator[torch.Tensor]:
-        """float32 log-probs (1, P, V) per chunk of each window (the pre-protocol interface)."""
-        ids = np.asarray(windows, dtype=np.int64)
-        stop = ids.shape[-1] if stop is None else stop
-        pending: list[torch.Tensor] = []
-        last = 0
-        for w, lp in self.score_windows(ids, start, stop, _LogSoftmax()):
-            if w != last and pending:
-                yield torch.cat(pending, dim=1)
-                pending = []
-            last = w
-            pending.append(lp)
-        if pending:
-            yield torch.cat(pending, dim=1)
 
     def loglikelihood(self, requests: Sequence[LoglikRequest], reducer: Reducer[R] | None = None,
                       *, batch_size: int = 8) -> Iterator[tuple[int, LoglikResult[R]]]:

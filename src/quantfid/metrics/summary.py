@@ -182,12 +182,12 @@ class Parts:
 
     def add(self, tm: TokenMetrics, window_ids: np.ndarray | None) -> None:
         n = len(tm)
-        has_nll = tm.nll_q is not None and tm.nll_ref is not None
-        if self.n and has_nll != self.present["nll"]:
-            raise QuantfidError("some token metrics have next-token NLLs and some do not; "
-                                "give targets for all of them or for none")
-        if not self.n:
-            self.present["nll"] = has_nll
+        # NLLs count only when every token has them: a server that returns a target's log-prob
+        # only among its top K (NaN elsewhere) gives no perplexity, not a biased one.
+        has_nll = tm.nll_q is not None and tm.nll_ref is not None \
+            and not bool(np.isnan(tm.nll_q).any() or np.isnan(tm.nll_ref).any())
+        if n:
+            self.present["nll"] &= has_nll
         self.present["dp"] &= tm.dp is not None
         self.present["rkld"] &= tm.rkld is not None
         self.present["jsd"] &= tm.jsd is not None
@@ -247,11 +247,7 @@ class Parts:
 
     def merge(self, other: Parts) -> None:
         """Add another state whose tokens come after this one's."""
-        if self.n and other.n and self.present["nll"] != other.present["nll"]:
-            raise QuantfidError("cannot merge statistics with and without next-token NLLs")
-        if not self.n:
-            self.present["nll"] = other.present["nll"]
-        for k in ("dp", "rkld", "jsd", "top"):
+        for k in ("nll", "dp", "rkld", "jsd", "top"):
             self.present[k] &= other.present[k]
         self.n += other.n
         for k in _SUM_KEYS:

@@ -25,7 +25,8 @@ Options (``ModelSpec.options``):
 ``chosen_chunk``  SGLang: positions per request when asking for chosen ids (default 16)
 ``loglik_top_k``  K for continuation scoring (default 1; 1000 for llama-cpp-python's server,
                   which returns a token's own log-prob only among its top K for models
-                  without BOS)
+                  without BOS; a continuation token outside them costs one more request,
+                  ``LlamaCppPython.next_logprob``)
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ generate). Options and their defaults are in :mod:`quantfid.backends.http` and d
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -229,23 +230,32 @@ class HttpBackend:
                                     f"{self.dialect.name} server returns no distribution at "
                                     "position 0")
             k = self.top_k if gold else self.loglik_top_k
-            rows = self.dialect.score(seq, start, len(seq) - 1, k, None,
-                                      f"request {req.id!r}, continuation {c}")
+            what = f"request {req.id!r}, continuation {c}"
+            rows = self._with_targets(self.dialect.score(seq, start, len(seq) - 1, k, None,
+                                                         what), seq, n_ctx, start, what)
             part = slice(n_ctx - 1 - start, None)
             t_lp = rows.target_logp[part]
-            if np.isnan(t_lp).any():
-                at = n_ctx - 1 + int(np.argmax(np.isnan(t_lp)))
-                raise QuantfidError(
-                    f"request {req.id!r}, continuation {c}: the server did not return the "
-                    f"log-prob of the token at position {at + 1} (llama-cpp-python's server "
-                    f"returns it only among its top {k} for models without BOS); raise option "
-                    "loglik_top_k or use vLLM / SGLang")
             ll.append(float(np.sum(t_lp.astype(np.float64))))
             top1 = _top1(rows)[part]
             greedy.append(bool(np.all(top1 == seq[n_ctx:])))
             if gold and reducer is not None:
                 reduced.append(reducer.topk(i, start, rows))
         return LoglikResult(np.asarray(ll), np.asarray(greedy), reduced)
+
+    def _with_targets(self, rows: TopKRows, seq: np.ndarray, n_ctx: int, start: int,
+                      what: str) -> TopKRows:
+        """``rows`` with every continuation token's log-prob filled in (the dialect's
+        ``next_logprob`` where the scoring request left it unknown); QuantfidError if the
+        server cannot give one."""
+        t_lp = np.array(rows.target_logp, dtype=np.float64)
+        for j in range(n_ctx - 1 - start, len(t_lp)):
+            if np.isnan(t_lp[j]):
+                t_lp[j] = self.dialect.next_logprob(seq, start + j, what)
+            if np.isnan(t_lp[j]):
+                raise QuantfidError(
+                    f"{what}: the server did not return the log-prob of the token at "
+                    f"position {start + j + 1}; use vLLM or SGLang, which return it")
+        return dataclasses.replace(rows, target_logp=t_lp)
 
     # ---- generate ----------------------------------------------------------------------
     def generate(self, prompts: Sequence[str], *, max_tokens: int,

@@ -56,6 +56,11 @@ class Dialect:
               wanted: np.ndarray | None, what: str) -> TopKRows:
         raise NotImplementedError
 
+    def next_logprob(self, ids: np.ndarray, p: int, what: str) -> float:
+        """log q(ids[p + 1] | ids[:p + 1]) when ``score`` left it unknown; NaN where the
+        dialect has no other way to ask (vLLM and SGLang always return it)."""
+        return float("nan")
+
     def generate(self, prompt: str, max_tokens: int, stop: Sequence[str], what: str) -> str:
         raise NotImplementedError
 

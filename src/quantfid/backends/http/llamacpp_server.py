@@ -18,7 +18,8 @@ never returned). A key several ids share (byte fragments, special tokens: 380 of
 49152 ids, mostly ``''`` and ``' '``) cannot name its id: every id sharing it is reported
 among the top K with an unknown log-prob (NaN in ``TopKRows.logp``, so the fidelity bounds
 claim no cap for them), and ``collisions`` counts such keys. The echoed token's log-prob is
-read from ``token_logprobs`` (exact, its id is known).
+read from ``token_logprobs`` (exact, its id is known). Continuation scoring needs every
+next token's log-prob: one outside the echo's top K is read by :meth:`next_logprob`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class LlamaCppPython(Dialect):
     def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.collisions = 0  # returned keys that several ids share
+        self.shared_targets = 0  # next tokens read as the most probable id of a shared text
         self._lock = threading.Lock()
         self._keys: tuple[dict[str, int], dict[str, list[int]]] | None = None
         self._adds_bos: bool | None = None
@@ -106,6 +108,19 @@ class LlamaCppPython(Dialect):
               wanted: np.ndarray | None, what: str) -> TopKRows:
         self.check_range(ids, start, stop)
         seq = ids[:stop + 1]
+        tops, tok_lp, entries = self._echo(seq, k, what)
+        rows_top, target, chosen = [], [], []
+        for p in range(start, stop):
+            e = entries[p]
+            top, t_lp, extra = self._entry(tops[e], tok_lp[e], seq, p, k, what)
+            rows_top.append(top)
+            target.append(t_lp)
+            chosen.append(extra)
+        return build_rows(rows_top, target, chosen, k)
+
+    def _echo(self, seq: np.ndarray, k: int, what: str
+              ) -> tuple[list[Any], list[Any], dict[int, int]]:
+        """One echo request: (top_logprobs, token_logprobs, entry index of each position)."""
         body: dict[str, Any] = {"prompt": self.text_of(seq, what), "echo": True,
                                 "logprobs": int(k), "max_tokens": 1, "temperature": 0.0}
         if self.s.model:
@@ -118,15 +133,36 @@ class LlamaCppPython(Dialect):
                 len(tops) != len(tok_lp):
             raise malformed(what, "top_logprobs / token_logprobs missing or of different "
                             "lengths")
-        entries = self._positions(seq, len(tops), what)
-        rows_top, target, chosen = [], [], []
-        for p in range(start, stop):
-            e = entries[p]
-            top, t_lp, extra = self._entry(tops[e], tok_lp[e], seq, p, k, what)
-            rows_top.append(top)
-            target.append(t_lp)
-            chosen.append(extra)
-        return build_rows(rows_top, target, chosen, k)
+        return tops, tok_lp, self._positions(seq, len(tops), what)
+
+    def next_logprob(self, ids: np.ndarray, p: int, what: str) -> float:
+        """log q(ids[p + 1] | ids[:p + 1]) from a request without echo: the generated token's
+        top log-probs over the whole vocabulary are aligned and complete (one request, about
+        0.25 s at 49k ids). A text key other ids share holds the least probable of them;
+        asking again for the top r + 1 (r: the key's rank) leaves only the most probable,
+        taken as the target (the others are mostly byte fragments; ``shared_targets``
+        counts these). NaN when the server does not return the key."""
+        target = int(ids[p + 1])
+        key = self._vocab().pieces()[target]
+        top = self._next_top(ids[:p + 1], self._vocab().vocab_size(), what)
+        if key not in top:
+            return float("nan")
+        if key in self._piece_keys()[1]:
+            top = self._next_top(ids[:p + 1], list(top).index(key) + 1, what)
+            with self._lock:
+                self.shared_targets += 1
+        return as_float(top.get(key), what, p)
+
+    def _next_top(self, ids: np.ndarray, k: int, what: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"prompt": self.text_of(ids, what), "logprobs": int(k),
+                                "max_tokens": 1, "temperature": 0.0}
+        if self.s.model:
+            body["model"] = self.s.model
+        lp = choice(self.s.client.post("/v1/completions", body, what), what).get("logprobs")
+        tops = lp.get("top_logprobs") if isinstance(lp, dict) else None
+        if not isinstance(tops, list) or not tops or not isinstance(tops[0], dict):
+            raise malformed(what, "no top_logprobs for the generated token")
+        return tops[0]
 
     def _positions(self, seq: np.ndarray, n_entries: int, what: str) -> dict[int, int]:
         """Entry index of each position: entries go with positions 0 .. n - 1 except those
@@ -174,6 +210,8 @@ class LlamaCppPython(Dialect):
         target = int(seq[p + 1])
         if self.adds_bos():  # the echoed token is the next token
             return out, echo_lp, []
+        if target == echoed:  # a repeated token: its own log-prob is the target's
+            return out, echo_lp, [(echoed, echo_lp)]
         t_lp = next((val for i, val in out if i == target), float("nan"))
         return out, t_lp, [(echoed, echo_lp)]
 
