@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from quantfid.errors import MismatchError, QuantfidError
+from quantfid.errors import MismatchError
 from quantfid.metrics.blocks import (
     block_bootstrap_t,
     series_block_length,
