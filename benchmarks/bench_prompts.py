@@ -1,6 +1,7 @@
 """Prompts/s of choice scoring on the default model: prefix sharing + batching vs the naive
 one-forward-per-choice loop, measured in the same run on the same prompts, and their
-agreement (max |difference| of the choice log-likelihoods).
+agreement (max |difference| of the choice log-likelihoods). Weight-only numerics (the
+backend protocol's ``loglikelihood`` against ``full_logprobs`` per choice).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_prompts.py [--n 24] [--batch-size 4]
         [--repeats 2] [--threads N] [--json]
@@ -16,14 +17,23 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import torch
-from quantfid.bench.score import score_naive, score_prompts
 
-from quantfid.backends.hf import load_hf
-from quantfid.bench.encode import encode_prompt
-from quantfid.bench.tasks import DEFAULT_TASKS, load_prompts
+
+def naive_loglik(backend: Any, req: Any) -> np.ndarray:
+    """One full forward per choice (context + choice), log-probs by ``full_logprobs``."""
+    from quantfid.reducers import full_logprobs
+
+    out = []
+    for cont in req.continuations:
+        seq = np.concatenate([req.context, cont])[None, :]
+        n = len(req.context)
+        (lp,) = list(full_logprobs(backend, seq, start=n - 1, stop=seq.shape[1] - 1))
+        out.append(float(lp[0, torch.arange(len(cont)), torch.from_numpy(cont)].double().sum()))
+    return np.asarray(out)
 
 
 def main() -> None:
@@ -36,26 +46,34 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    lm = load_hf("embedded")
-    rows = []
-    for task in DEFAULT_TASKS:
-        prompts = load_prompts(task, limit=args.n)
-        enc = [encode_prompt(lm.tokenizer, p) for p in prompts]
+    from quantfid.backends.registry import open_backend
+    from quantfid.units.plan import task_prompt_set
+    from quantfid.bench.tasks import resolve_tasks
+    from quantfid.models import parse_spec
+
+    backend: Any = open_backend(parse_spec("embedded", role="reference", numerics="weights"))
+    rows: list[dict[str, Any]] = []
+    for task in resolve_tasks("all"):
+        reqs = list(task_prompt_set(backend, task, limit=args.n).requests)
         t_shared, t_naive = [], []
         shared = naive = None
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            shared = score_prompts(lm.module, enc, lm.device, batch_size=args.batch_size)
+            res = dict(backend.loglikelihood(reqs, batch_size=args.batch_size))
+            shared = [res[i] for i in range(len(reqs))]
             t_shared.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            naive = score_naive(lm.module, enc, lm.device)
+            naive = [naive_loglik(backend, r) for r in reqs]
             t_naive.append(time.perf_counter() - t0)
         assert shared is not None and naive is not None
-        diff = max(float(np.abs(a.loglik - b.loglik).max()) for a, b in zip(shared, naive, strict=True))
-        same_pick = np.mean([a.loglik.argmax() == b.loglik.argmax() for a, b in zip(shared, naive, strict=True)])
+        enc = reqs
+        diff = max(float(np.abs(a.loglik - b).max()) for a, b in zip(shared, naive, strict=True))
+        same_pick = np.mean([a.loglik.argmax() == b.argmax()
+                             for a, b in zip(shared, naive, strict=True)])
         rows.append({
             "task": task, "n": len(enc),
-            "tokens_per_prompt_shared": float(np.mean([e.n_tokens for e in enc])),
+            "tokens_per_prompt_shared": float(np.mean([len(e.context) + sum(
+                len(c) for c in e.continuations) for e in enc])),
             "tokens_per_prompt_naive": float(np.mean([sum(len(e.context) + len(c) - 1
                                                           for c in e.continuations) for e in enc])),
             "prompts_per_s_shared": len(enc) / min(t_shared),
