@@ -99,7 +99,8 @@ def test_small_model_agrees_closely(small: Any) -> None:
 
 def test_reference_floor(sides: Any) -> None:
     """The torch reference under ggml-cpu (f16 K/V) is llama.cpp's F32 reference to ~1e-7
-    nats; under weights numerics (float32 K/V) it is measurably further away."""
+    nats; under weights numerics (float32 K/V) it is measurably further away (measured: 2.1-2.2x
+    over these 16 chunks, on two machines)."""
     from quantfid.metrics import token_metrics
     from quantfid.quantize import agreement
     from quantfid.quantize.numerics import apply_numerics
@@ -110,7 +111,7 @@ def test_reference_floor(sides: Any) -> None:
         plain = agreement.keep_reference(score, sides.windows)
     far = float(torch.cat([torch.from_numpy(token_metrics(a, b, extras=False).kld)
                            for a, b in zip(sides.llamacpp_ref, plain, strict=True)]).mean())
-    assert far > 3 * sides.ref_kld
+    assert far > 1.5 * sides.ref_kld
 
 
 @pytest.mark.parametrize("name", ["Q8_0", "Q6_K", "Q4_K_M"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -10,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantfid.errors import QuantfidError
 from quantfid.metrics import FidelityAccumulator, TokenMetrics, summarize
 
 # order statistics, counts and sizes: identical; everything from sums: equal up to rounding
@@ -75,9 +75,28 @@ def test_streaming_equals_batch(seed: int, n: int, cuts: list[int], targets: boo
     _assert_same(streamed, batch)
 
 
-def test_mixed_targets_rejected() -> None:
+def test_incomplete_nlls_give_no_perplexity() -> None:
+    """A chunk without NLLs, or with a NaN among them (a server that did not return a
+    target's log-prob), leaves the whole run without perplexity rather than a biased one;
+    the KLD statistics are those of every token, streamed or merged alike."""
     rng = np.random.default_rng(0)
-    acc = FidelityAccumulator()
-    acc.update(_tm(rng, 20, True))
-    with pytest.raises(QuantfidError, match="targets"):
-        acc.update(_tm(rng, 20, False))
+    with_nll, without = _tm(rng, 20, True), _tm(rng, 20, False)
+    nll_q = np.array(with_nll.nll_q, dtype=np.float64)
+    nll_q[3] = np.nan
+    holed = dataclasses.replace(with_nll, nll_q=nll_q)
+    full = FidelityAccumulator()
+    full.update(with_nll)
+    assert full.result(n_boot=0).ppl_q is not None
+    for second in (without, holed):
+        acc, merged = FidelityAccumulator(), FidelityAccumulator()
+        acc.update(with_nll)
+        acc.update(second)
+        other = FidelityAccumulator()
+        other.update(second)
+        merged.update(with_nll)
+        merged.merge(other)
+        for a in (acc, merged):
+            res = a.result(n_boot=0)
+            assert res.ppl_q is None and res.ppl_ref is None and res.n_tokens == 40
+            want = np.concatenate([with_nll.kld, second.kld]).mean()
+            assert res.kld_mean == pytest.approx(float(want), rel=1e-12)

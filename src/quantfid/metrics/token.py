@@ -16,7 +16,7 @@ import numpy as np
 
 from quantfid.errors import MismatchError, QuantfidError
 from quantfid.metrics import kernel
-from quantfid.metrics.inputs import check_targets
+from quantfid.metrics.inputs import check_targets, raise_bad
 from quantfid.metrics.types import TokenMetrics
 
 DEFAULT_CHUNK = 256
@@ -60,14 +60,10 @@ def _targets(targets: Any, n: int, vocab: int) -> np.ndarray:
 def _raise_bad(ref_rows: np.ndarray, q_rows: np.ndarray, flags: np.ndarray, offset: int) -> None:
     """Name the first token position with a NaN/inf (the reference first within a row)."""
     i = int(np.argmax(flags != 0))
-    for which, row in (("ref", ref_rows[i]), ("quant", q_rows[i])):
-        mask = ~np.isfinite(row)
-        if mask.any():
-            j = int(np.argmax(mask))
-            raise QuantfidError(f"non-finite value {row[j]!r} in {which} logits at token "
-                                f"position {offset + i} (vocab index {j})")
-    raise QuantfidError(f"logits at token position {offset + i} are too large to normalise "
-                        f"(magnitudes near the float64 limit)")
+    ref_bad = not bool(np.isfinite(ref_rows[i]).all())
+    q_bad = not bool(np.isfinite(q_rows[i]).all())
+    what = "ref logits" if ref_bad else "quant logits" if q_bad else "logits"
+    raise_bad(ref_rows if ref_bad else q_rows, flags, what, offset)
 
 
 def token_metrics(ref: Any, quant: Any, targets: Any = None, *, extras: bool = True,
