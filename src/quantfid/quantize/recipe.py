@@ -27,18 +27,6 @@ from quantfid.quantize.rtn import RTNConfig
 FLOAT_SCHEMES = ("F16", "F32")
 
 
-def scheme_bits(scheme: str) -> float:
-    """Nominal bits per weight of a scheme on rows that fit it (RTN: on whole groups)."""
-    if scheme == "F32":
-        return 32.0
-    if scheme == "F16":
-        return 16.0
-    if scheme.startswith("rtn-"):
-        cfg = RTNConfig.parse(scheme)
-        return cfg.bits + (16 if cfg.symmetric else 32) / cfg.group
-    return ggml_type(scheme).bits_per_weight
-
-
 def scheme_bytes(scheme: str, t: TensorInfo) -> float:
     """Bytes of tensor ``t`` stored with ``scheme``."""
     rows, n = t.shape
