@@ -92,3 +92,20 @@ def test_changed_inputs_redo_exactly_their_units(tiny_study: Path, tmp_path: Pat
     assert _units(ws) == {"run": n_units, "skipped": 0}
     fid = _parts(ws)
     assert len([k for k in fid if k.startswith("fidelity/")]) == 2  # replaced, not added
+
+
+def test_the_prompts_variant_is_each_prompts_kld_once(tiny_study: Path) -> None:
+    """The cohort's ``kld_mean@prompts`` is the mean of each quant's per-prompt KLD over the
+    benchmark's prompts, counted once although ``arith_mc:acc_norm`` scores them again."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    summary = json.loads((tiny_study / "summary.json").read_text())
+    rows = [r for p in sorted((tiny_study / "tables" / "prompt_fidelity").glob("*.parquet"))
+            for r in pq.read_table(p).to_pylist()]
+    for row in summary["cohort"]["rows"]:
+        mine = [r["kld_mean"] for r in rows if r["model"] == row["model"]]
+        assert len(mine) == 8
+        got = row["metrics"]["kld_mean@prompts"]["value"]
+        assert got == pytest.approx(sum(mine) / len(mine), rel=1e-12)

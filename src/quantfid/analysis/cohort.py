@@ -88,6 +88,12 @@ class PromptData:
     known: np.ndarray
     kld: np.ndarray
 
+    def aliases(self) -> np.ndarray:
+        """(P,) True for the columns of ``<task>:<variant>`` (``arc:acc_norm``) when ``<task>``
+        is present: the same prompts scored twice (their per-prompt KLD is the task's)."""
+        own = set(mean_benchmarks(self.benchmarks))
+        return np.asarray([b not in own for b in self.benchmarks], dtype=bool)[self.bench]
+
     def columns(self, benchmark: str) -> np.ndarray:
         return np.flatnonzero(self.bench == self.benchmarks.index(benchmark))
 
@@ -317,6 +323,9 @@ def _load_prompts(ws: Workspace, ref: str, quants: list[str],
                     f"prompts on benchmark {b!r} (e.g. no outcome for prompt {miss!r}); "
                     "re-run or re-ingest it on the same prompt set")
     kld = np.full((len(quants), n_p), np.nan)
+    # a task's per-prompt KLD is also its <task>:<variant>'s (the same prompts scored twice)
+    same_prompts = {b: (b, *(v for v in benchmarks if v.startswith(f"{b}:")))
+                    for b in mean_benchmarks(benchmarks)}
     pf = ws.read_table("prompt_fidelity")
     if pf.num_rows:
         c = pf.select(["model", "benchmark", "prompt_id", "kld_mean"]).to_pydict()
@@ -324,9 +333,10 @@ def _load_prompts(ws: Workspace, ref: str, quants: list[str],
             m = qidx.get(c["model"][r])
             if m is None or m == 0:
                 continue
-            p = key_index.get((c["benchmark"][r], str(c["prompt_id"][r])))
-            if p is not None:
-                kld[m - 1, p] = _f(c["kld_mean"][r])
+            for b in same_prompts.get(c["benchmark"][r], (c["benchmark"][r],)):
+                p = key_index.get((b, str(c["prompt_id"][r])))
+                if p is not None:
+                    kld[m - 1, p] = _f(c["kld_mean"][r])
     return PromptData(benchmarks, prompt_ids, bench, out[0], out[1:], known[1:], kld)
 
 
@@ -381,10 +391,10 @@ def load_cohort(ws: Workspace, select: Selection = ALL) -> Cohort:
     score_n: dict[str, int] = {}
     if pdata is not None:
         scores, ref_scores, score_ci, score_n = scores_from_prompts(pdata)
-        if np.isfinite(pdata.kld).any():
+        own = pdata.kld[:, ~pdata.aliases()]  # each prompt once (not again as :acc_norm)
+        if np.isfinite(own).any():
             with np.errstate(invalid="ignore"):
-                pk = np.where(np.isfinite(pdata.kld).all(axis=1), np.nanmean(
-                    np.where(np.isfinite(pdata.kld), pdata.kld, np.nan), axis=1), np.nan)
+                pk = np.where(np.isfinite(own).all(axis=1), np.nanmean(own, axis=1), np.nan)
             variants = [*variants, Variant("kld_mean", PROMPTS_CORPUS, None)]
             values = np.vstack([values, pk[None, :]]) if values.size else pk[None, :]
     else:
