@@ -45,38 +45,18 @@ import torch
 # ---- the baseline: the LM head per prompt and per choice --------------------------------------
 def _before_score_batch(head: Any, batch: Sequence[Any], index: Sequence[int],
                         reducer: Any) -> list[Any]:
-    """The previous implementation of ``hf_loglik._score_batch`` (same passes of the body;
-    the head once per prompt's context, once per choice, once per reduced segment)."""
+    """The previous ``hf_loglik._score_batch``: the same passes of the body
+    (``hf_loglik.body_passes``), then the head once per prompt's context, once per choice and
+    once per reduced segment."""
     from quantfid.backends.base import LoglikResult
-    from quantfid.backends.hf_loglik import _forward
+    from quantfid.backends.hf_loglik import body_passes
 
     dev = head.device
+    states, cs, conts, _rows, hid = body_passes(head, batch)
     plen = [len(p.context) for p in batch]
-    p_max = max(plen)
-    ids = torch.zeros(len(batch), p_max, dtype=torch.long)
-    mask = torch.zeros(len(batch), p_max, dtype=torch.long)
-    for b, p in enumerate(batch):
-        ids[b, p_max - plen[b]:] = torch.from_numpy(p.context)
-        mask[b, p_max - plen[b]:] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    states, cache, hid = _forward(head, ids.to(dev), mask.to(dev), pos.to(dev))
+    p_max = states.shape[1]
     last = states[:, -1, :]
     last_lsm = torch.log_softmax((head.head(last) if hid else last).float(), dim=-1)
-    rows = [(b, c) for b, p in enumerate(batch) for c in range(len(p.continuations))]
-    conts = [torch.from_numpy(batch[b].continuations[c]) for b, c in rows]
-    l_max = max(len(c) for c in conts) - 1
-    cs = None
-    if l_max > 0:
-        sel = torch.tensor([b for b, _ in rows], dtype=torch.long)
-        cache.reorder_cache(sel.to(dev))
-        cids = torch.zeros(len(rows), l_max, dtype=torch.long)
-        cmask = torch.zeros(len(rows), l_max, dtype=torch.long)
-        for r, ct in enumerate(conts):
-            cids[r, :len(ct) - 1] = ct[:-1]
-            cmask[r, :len(ct) - 1] = 1
-        amask = torch.cat([mask[sel], cmask], dim=1)
-        cpos = torch.tensor(plen)[sel][:, None] + torch.arange(l_max)[None, :]
-        cs, _, _ = _forward(head, cids.to(dev), amask.to(dev), cpos.to(dev), cache)
 
     def reduce(w: int, pos0: int, x: torch.Tensor) -> list[Any]:
         return [reducer.full(w, pos0 + lo, head.head(x[lo:lo + head.chunk]) if hid

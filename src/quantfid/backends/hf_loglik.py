@@ -51,6 +51,17 @@ def _forward(head: ChunkedHead, ids: torch.Tensor, mask: torch.Tensor, pos: torc
 @torch.inference_mode()
 def _score_batch(head: ChunkedHead, batch: Sequence[LoglikRequest], index: Sequence[int],
                  reducer: Reducer[Any] | None) -> list[LoglikResult[Any]]:
+    states, cont_states, conts, rows, is_hidden = body_passes(head, batch)
+    segs = _segments(batch, states, cont_states, conts, rows, reducer is not None)
+    return _results(batch, conts, _head_pass(head, segs, is_hidden, reducer, index))
+
+
+def body_passes(head: ChunkedHead, batch: Sequence[LoglikRequest]) -> tuple[
+        torch.Tensor, torch.Tensor | None, list[torch.Tensor], list[tuple[int, int]], bool]:
+    """The body over the batch's contexts (left-padded, with a cache), then over every
+    choice's tokens from that cache: (context states (b, P, H), choice states (R, L, H) or
+    None when every choice is one token, each choice's ids, (prompt, choice) per row R,
+    whether the states are hidden states (else logits))."""
     dev = head.device
     n_b = len(batch)
     plen = [len(p.context) for p in batch]
@@ -78,8 +89,7 @@ def _score_batch(head: ChunkedHead, batch: Sequence[LoglikRequest], index: Seque
         amask = torch.cat([mask[sel], cmask], dim=1)
         cpos = torch.tensor(plen, dtype=torch.long)[sel][:, None] + torch.arange(l_max)[None, :]
         cont_states, _, _ = _forward(head, cids.to(dev), amask.to(dev), cpos.to(dev), cache)
-    segs = _segments(batch, states, cont_states, conts, rows, reducer is not None)
-    return _results(batch, conts, _head_pass(head, segs, is_hidden, reducer, index))
+    return states, cont_states, conts, rows, is_hidden
 
 
 @dataclass
