@@ -9,6 +9,12 @@ import pytest
 from tests.fixtures.tiny_study import write_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Fixed thread counts for the BLAS/OpenMP runtimes in this process and every subprocess the
+# tests start (environments are copied from this one): the bitwise tests (Ray vs local, kill
+# and resume) compare runs made under different machine load, and dynamic thread adjustment
+# may change a matmul's partition, and so its last bits, with the load.
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 
 
 @pytest.fixture(scope="session")
