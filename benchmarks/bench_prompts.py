@@ -47,9 +47,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from quantfid.backends.registry import open_backend
-    from quantfid.units.plan import task_prompt_set
     from quantfid.bench.tasks import resolve_tasks
     from quantfid.models import parse_spec
+    from quantfid.units.plan import task_prompt_set
 
     backend: Any = open_backend(parse_spec("embedded", role="reference", numerics="weights"))
     rows: list[dict[str, Any]] = []
