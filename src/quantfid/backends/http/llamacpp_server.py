@@ -121,13 +121,7 @@ class LlamaCppPython(Dialect):
     def _echo(self, seq: np.ndarray, k: int, what: str
               ) -> tuple[list[Any], list[Any], dict[int, int]]:
         """One echo request: (top_logprobs, token_logprobs, entry index of each position)."""
-        body: dict[str, Any] = {"prompt": self.text_of(seq, what), "echo": True,
-                                "logprobs": int(k), "max_tokens": 1, "temperature": 0.0}
-        if self.s.model:
-            body["model"] = self.s.model
-        lp = choice(self.s.client.post("/v1/completions", body, what), what).get("logprobs")
-        if not isinstance(lp, dict):
-            raise malformed(what, "choices[0].logprobs is not an object")
+        lp = self._completion(seq, k, True, what)
         tops, tok_lp = lp.get("top_logprobs"), lp.get("token_logprobs")
         if not isinstance(tops, list) or not isinstance(tok_lp, list) or \
                 len(tops) != len(tok_lp):
@@ -154,15 +148,25 @@ class LlamaCppPython(Dialect):
         return as_float(top.get(key), what, p)
 
     def _next_top(self, ids: np.ndarray, k: int, what: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"prompt": self.text_of(ids, what), "logprobs": int(k),
-                                "max_tokens": 1, "temperature": 0.0}
-        if self.s.model:
-            body["model"] = self.s.model
-        lp = choice(self.s.client.post("/v1/completions", body, what), what).get("logprobs")
-        tops = lp.get("top_logprobs") if isinstance(lp, dict) else None
+        lp = self._completion(ids, k, False, what)
+        tops = lp.get("top_logprobs")
         if not isinstance(tops, list) or not tops or not isinstance(tops[0], dict):
             raise malformed(what, "no top_logprobs for the generated token")
         return tops[0]
+
+    def _completion(self, ids: np.ndarray, k: int, echo: bool, what: str) -> dict[str, Any]:
+        """``choices[0].logprobs`` of a one-token greedy completion of ``ids``' text with the
+        top ``k`` log-probs per entry (echoing the prompt's entries or not)."""
+        body: dict[str, Any] = {"prompt": self.text_of(ids, what), "logprobs": int(k),
+                                "max_tokens": 1, "temperature": 0.0}
+        if echo:
+            body["echo"] = True
+        if self.s.model:
+            body["model"] = self.s.model
+        lp = choice(self.s.client.post("/v1/completions", body, what), what).get("logprobs")
+        if not isinstance(lp, dict):
+            raise malformed(what, "choices[0].logprobs is not an object")
+        return lp
 
     def _positions(self, seq: np.ndarray, n_entries: int, what: str) -> dict[int, int]:
         """Entry index of each position: entries go with positions 0 .. n - 1 except those
