@@ -1,6 +1,7 @@
 """Per-stage wall time and tokens/s of the default study on a sample of its quants, the
-benchmark stage with the current code (before) and with a candidate (after: the LM head once
-per batch), measured in the same run, with the projected full-study time.
+benchmark stage with the library's code (after: the LM head once per chunk of rows packed
+across a batch) and with the code it replaced (before: the head per prompt and per choice),
+measured in the same run, with the projected full-study time.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_study.py \
         [--quants Q8_0,Q4_K_M,rtn-w4g128-sym] [--repeats 1] [--json]
@@ -11,14 +12,9 @@ windows, benchmarks and numerics), cut to the sampled quants. The reference's un
 units into its own copy of that workspace, the two variants alternating (the order swapped
 every repeat) so both see the same machine load:
 
-- ``before``: ``quantfid.backends.hf_loglik`` as it is: the LM head per prompt and per
-  choice (its weight, V x H, streams from memory for every call);
-- ``after``: the candidate ``_batched_score_batch`` below (one head pass per ``chunk`` rows of
-  a whole batch). Measured 1.31x faster on the bench stage (2-core AMD EPYC; per-prompt KLD
-  within 1.3e-5 relative, outcomes identical), it is not the default yet: the one full-suite
-  run made with it failed the bitwise Ray and kill/resume tests, and two runs of the same
-  code in two processes were also seen to differ by an ulp under CPU contention, so whether
-  it or the contention caused that is open (see the closing note of that change).
+- ``before``: ``_per_prompt_score_batch`` below, the LM head per prompt and per choice (its
+  V x H weight streams from memory for every call);
+- ``after``: ``quantfid.backends.hf_loglik`` as it is.
 
 Stages: ``quantize`` (building the quant), ``measure`` (its corpus units), ``bench`` (its
 benchmark units, outcomes and per-prompt fidelity). Tokens/s: the units' forward tokens over
@@ -39,7 +35,6 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,123 +44,62 @@ import torch
 from quantfid.backends.base import LoglikResult
 
 
-# ---- the candidate: one LM-head pass per batch --------------------------------------------------
+# ---- the baseline: the LM head per prompt and per choice (the library's code before) -----------
+def _reduce_rows(head: Any, reducer: Any, window: int, pos0: int,
+                 states: torch.Tensor, is_hidden: bool) -> list[Any]:
+    """Hand (n, H) hidden states (or (n, V) logits) to the reducer in chunks of positions."""
+    out = []
+    for lo in range(0, states.shape[0], head.chunk):
+        part = states[lo:lo + head.chunk]
+        out.append(reducer.full(window, pos0 + lo, head.head(part) if is_hidden else part))
+    return out
+
+
 @torch.inference_mode()
-def _batched_score_batch(head: Any, batch: Sequence[Any], index: Sequence[int],
-                         reducer: Any) -> list[Any]:
-    """``hf_loglik._score_batch`` with the LM head run once over every row of the batch that
-    needs it (contexts' last positions, the choices' own positions, the gold sequences for the
-    reducer), ``head.chunk`` rows at a time, the reducer fed per prompt in position order."""
+def _per_prompt_score_batch(head: Any, batch: Sequence[Any], index: Sequence[int],
+                 reducer: Any | None) -> list[LoglikResult[Any]]:
+    dev = head.device
     from quantfid.backends.hf_loglik import body_passes
 
-    states, cont_states, conts, rows, is_hidden = body_passes(head, batch)
-    segs = _segments(batch, states, cont_states, conts, rows, reducer is not None)
-    return _results(batch, conts, _head_pass(head, segs, is_hidden, reducer, index))
-
-
-@dataclass
-class _Seg:
-    """Rows of one prompt's states that need the head. cont = -1: context rows (the last
-    one gives every choice's first token; all of them feed the reducer when ``reduce``);
-    cont = c: choice c's own positions, predicting ``targets``. pos0: the first row's
-    position in the prompt's sequence."""
-
-    prompt: int
-    cont: int
-    rows: torch.Tensor  # (n, H) hidden states or (n, V) logits
-    pos0: int
-    reduce: bool
-    targets: torch.Tensor | None = None  # (n,) int64
-
-
-def _segments(batch: Sequence[Any], states: torch.Tensor,
-              cont_states: torch.Tensor | None, conts: list[torch.Tensor],
-              rows: list[tuple[int, int]], with_reducer: bool) -> list[_Seg]:
-    """Per prompt in order (so the reducer sees each prompt's positions in order, prompt
-    after prompt, as a per-prompt loop would): its context rows, then its choices' rows."""
+    states, cont_states, conts, _rows, is_hidden = body_passes(head, batch)
+    plen = [len(p.context) for p in batch]
     p_max = states.shape[1]
-    segs = []
-    for b, p in enumerate(batch):
-        n = len(p.context)
-        gold = with_reducer and p.gold is not None
-        ctx = states[b, p_max - n:] if gold else states[b, p_max - 1:]  # (n or 1, H)
-        segs.append(_Seg(b, -1, ctx, n - ctx.shape[0], gold))
-        for r in (r for r, (rb, _) in enumerate(rows) if rb == b):
-            c, ct = rows[r][1], conts[r]
-            if cont_states is not None and len(ct) > 1:
-                segs.append(_Seg(b, c, cont_states[r, :len(ct) - 1], n,
-                                 with_reducer and p.gold == c, ct[1:]))
-    return segs
+    last = states[:, -1, :]  # (b, H) or (b, V)
+    last_lsm = torch.log_softmax((head.head(last) if is_hidden else last).float(), dim=-1)
 
-
-def _chunks(segs: list[_Seg], size: int) -> Iterator[list[tuple[int, int, int]]]:
-    """Pieces ``(segment, r0, r1)`` packed in order into chunks of at most ``size`` rows."""
-    cur: list[tuple[int, int, int]] = []
-    room = size
-    for i, s in enumerate(segs):
-        r0, n = 0, s.rows.shape[0]
-        while r0 < n:
-            take = min(room, n - r0)
-            cur.append((i, r0, r0 + take))
-            r0 += take
-            room -= take
-            if room == 0:
-                yield cur
-                cur, room = [], size
-    if cur:
-        yield cur
-
-
-def _head_pass(head: Any, segs: list[_Seg], is_hidden: bool,
-               reducer: Any, index: Sequence[int]) -> dict[str, Any]:
-    """The LM head over every segment's rows together, ``head.chunk`` rows at a time: raw
-    logits to the reducer (in position order per prompt), float32 log-softmax where a
-    log-prob is needed. Returns ``first`` (prompt -> (V,) log-probs at its context's last
-    position), ``picked`` ((prompt, choice) -> pieces of (target log-probs, all argmax)) and
-    ``reduced`` (prompt -> reducer results)."""
-    first: dict[int, torch.Tensor] = {}
-    picked: dict[tuple[int, int], list[tuple[torch.Tensor, bool]]] = {}
-    reduced: dict[int, list[Any]] = {}
-    for pieces in _chunks(segs, head.chunk):
-        x = torch.cat([segs[i].rows[r0:r1] for i, r0, r1 in pieces])
-        logits = head.head(x) if is_hidden else x  # (n, V)
-        at = 0
-        for i, r0, r1 in pieces:
-            s, part = segs[i], logits[at:at + r1 - r0]
-            at += r1 - r0
-            if s.reduce and reducer is not None:
-                reduced.setdefault(s.prompt, []).append(
-                    reducer.full(index[s.prompt], s.pos0 + r0, part))
-            if s.cont < 0 and r1 == s.rows.shape[0]:
-                first[s.prompt] = torch.log_softmax(part[-1].float(), dim=-1)
-            elif s.cont >= 0:
-                assert s.targets is not None
-                lsm = torch.log_softmax(part.float(), dim=-1)
-                tgt = s.targets[r0:r1].to(lsm.device)
-                picked.setdefault((s.prompt, s.cont), []).append(
-                    (lsm.gather(-1, tgt[:, None])[:, 0], bool((lsm.argmax(-1) == tgt).all())))
-    return {"first": first, "picked": picked, "reduced": reduced}
-
-
-def _results(batch: Sequence[Any], conts: list[torch.Tensor],
-             out: dict[str, Any]) -> list[Any]:
-    """Per prompt: each choice's float64 sum of its float32 log-probs, and whether every
-    token is the argmax."""
-    results, r = [], 0
+    results: list[Any] = []
+    r = 0
     for b, p in enumerate(batch):
         n_c = len(p.continuations)
         ll = np.zeros(n_c, dtype=np.float64)
         greedy = np.zeros(n_c, dtype=bool)
-        first = out["first"][b]
+        reduced: list[Any] = []
         for c in range(n_c):
-            ct = conts[r].to(first.device)
-            pieces = out["picked"].get((b, c), [])
-            ll[c] = float(torch.cat([first[ct[:1]], *[lp for lp, _ in pieces]]).double().sum())
-            greedy[c] = bool(first.argmax() == ct[0]) and all(h for _, h in pieces)
+            rest = None if cont_states is None else cont_states[r, :len(conts[r]) - 1]
+            ll[c], greedy[c] = _choice(head, last_lsm[b], conts[r].to(dev), rest, is_hidden)
+            if reducer is not None and c == p.gold:
+                w = index[b]
+                reduced += _reduce_rows(head, reducer, w, 0, states[b, p_max - plen[b]:], is_hidden)
+                if rest is not None and rest.shape[0]:
+                    reduced += _reduce_rows(head, reducer, w, plen[b], rest, is_hidden)
             r += 1
-        results.append(LoglikResult(loglik=ll, is_greedy=greedy,
-                                    reduced=out["reduced"].get(b, [])))
+        results.append(LoglikResult(loglik=ll, is_greedy=greedy, reduced=reduced))
     return results
+
+
+def _choice(head: Any, first: torch.Tensor, cont: torch.Tensor,
+            rest: torch.Tensor | None, is_hidden: bool) -> tuple[float, bool]:
+    """One continuation's summed log-prob (float64 sum of float32 log-probs) and whether
+    every token is the argmax. first: (V,) log-softmax at the context's last position; rest:
+    (L - 1, H) hidden states (or (L - 1, V) logits) of the continuation's own positions."""
+    lps = [first[cont[0]].reshape(1)]
+    hits = [bool(first.argmax() == cont[0])]
+    if len(cont) > 1:
+        assert rest is not None
+        lsm = torch.log_softmax((head.head(rest) if is_hidden else rest).float(), dim=-1)
+        lps.append(lsm.gather(-1, cont[1:, None])[:, 0])
+        hits.append(bool((lsm.argmax(-1) == cont[1:]).all()))
+    return float(torch.cat(lps).double().sum()), all(hits)
 
 
 
@@ -174,8 +108,8 @@ def variant(name: str) -> Iterator[None]:
     from quantfid.backends import hf_loglik
 
     current = hf_loglik._score_batch
-    if name == "after":
-        hf_loglik._score_batch = _batched_score_batch
+    if name == "before":
+        hf_loglik._score_batch = _per_prompt_score_batch
     try:
         yield
     finally:

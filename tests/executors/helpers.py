@@ -128,7 +128,7 @@ def assert_same_data(ws: Path, expected: Path) -> None:
     got, want = data_files(ws), data_files(expected)
     assert sorted(got) == sorted(want)
     differ = [k for k in want if not filecmp.cmp(got[k], want[k], shallow=False)]
-    assert differ == []
+    assert differ == [], f"{len(differ)} file(s) differ from {expected}: {differ[:20]}"
     a, b = (json.loads((w / "summary.json").read_text()) for w in (ws, expected))
     a.pop("provenance")
     b.pop("provenance")

@@ -28,7 +28,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from quantfid.metrics.kernel import _FM, _LN2, _row_max, fexp
+from quantfid.metrics.kernel import _FM, CACHE, _LN2, _row_max, fexp
 
 BLOCKS_PER_THREAD = 4
 _BLOCK = 32  # values per skip test in top_sorted
@@ -39,13 +39,13 @@ def n_blocks(n_rows: int) -> int:
     return max(1, min(n_rows, numba.get_num_threads() * BLOCKS_PER_THREAD))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=CACHE, inline="always")
 def _worse(va: float, ia: int, vb: float, ib: int) -> bool:
     """(va, ia) ranks below (vb, ib): lower value, or equal value and higher id."""
     return va < vb or (va == vb and ia > ib)
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _sift_down(hv: np.ndarray, hi: np.ndarray, n: int, pos: int) -> None:
     v = hv[pos]
     i = hi[pos]
@@ -64,7 +64,7 @@ def _sift_down(hv: np.ndarray, hi: np.ndarray, n: int, pos: int) -> None:
     hi[pos] = i
 
 
-@njit(fastmath=_FM, cache=True, inline="always")
+@njit(fastmath=_FM, cache=CACHE, inline="always")
 def _block_max(x: np.ndarray, lo: int) -> float:
     m = np.float64(x[lo])
     for j in range(lo + 1, lo + _BLOCK):
@@ -72,7 +72,7 @@ def _block_max(x: np.ndarray, lo: int) -> float:
     return m
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def top_sorted(x: np.ndarray, shift: float, k: int, hv: np.ndarray, hi: np.ndarray) -> int:
     """The ``k`` largest ``float64(x[v]) - shift`` into ``hv`` with their ids in ``hi``, sorted by
     (value descending, id ascending); returns min(k, len(x)). A min-heap of the best k so far;
@@ -105,7 +105,7 @@ def top_sorted(x: np.ndarray, shift: float, k: int, hv: np.ndarray, hi: np.ndarr
     return n
 
 
-@njit(fastmath=_FM, cache=True, error_model="numpy")
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def masked_exp_sums(x: np.ndarray, m: float, mark: np.ndarray) -> tuple[float, float, float]:
     """(sum_v e^(x_v - m), the same over unmarked v, a NaN-detector: NaN iff x has a NaN/inf)."""
     z = 0.0
@@ -120,7 +120,7 @@ def masked_exp_sums(x: np.ndarray, m: float, mark: np.ndarray) -> tuple[float, f
     return z, zt, chk
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _select_row(r: np.ndarray, tgt: int, mass: float, cap: int, min_k: int, mark: np.ndarray,
                 hv: np.ndarray, hi: np.ndarray) -> tuple[int, float, float, float, bool]:
     """(count, lse, log_tail, target log-prob, bad) of one row; hv/hi get the top ``cap``."""
@@ -149,7 +149,7 @@ def _select_row(r: np.ndarray, tgt: int, mass: float, cap: int, min_k: int, mark
     return count, lse, log_tail, tlp, False
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE)
 def select_rows(x: np.ndarray, targets: np.ndarray, mass: float, cap: int, min_k: int,
                 blocks: int, counts: np.ndarray, ids: np.ndarray, vals: np.ndarray,
                 lse: np.ndarray, log_tail: np.ndarray, target_logp: np.ndarray,
@@ -172,14 +172,14 @@ def select_rows(x: np.ndarray, targets: np.ndarray, mass: float, cap: int, min_k
             bad[i] = bd
 
 
-@njit(fastmath=_FM, cache=True, error_model="numpy")
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _tail_probs(r: np.ndarray, lse: float, mark: np.ndarray, out: np.ndarray) -> None:
     for v in range(r.shape[0]):
         p = fexp(np.float64(r[v]) - lse)
         out[v] = 0.0 if mark[v] else p
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _sample_row(r: np.ndarray, lse: float, kept: np.ndarray, u: float, mark: np.ndarray,
                 cum: np.ndarray, out_ids: np.ndarray, out_lp: np.ndarray) -> None:
     vocab = r.shape[0]
@@ -213,7 +213,7 @@ def _sample_row(r: np.ndarray, lse: float, kept: np.ndarray, u: float, mark: np.
         mark[kept[j]] = 0
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE)
 def sample_rows(x: np.ndarray, rows: np.ndarray, lse: np.ndarray, counts: np.ndarray,
                 ids: np.ndarray, u: np.ndarray, blocks: int, out_ids: np.ndarray,
                 out_lp: np.ndarray) -> None:
@@ -231,13 +231,13 @@ def sample_rows(x: np.ndarray, rows: np.ndarray, lse: np.ndarray, counts: np.nda
                         out_lp[j])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=CACHE, inline="always")
 def _bucket(w: float, la: float, lb: float) -> float:
     """w (la - lb), with an empty bucket (w = 0) contributing 0."""
     return w * (la - lb) if w > 0 else 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=CACHE, inline="always")
 def _logaddexp(a: float, b: float) -> float:
     if a == -math.inf and b == -math.inf:
         return -math.inf
@@ -245,7 +245,7 @@ def _logaddexp(a: float, b: float) -> float:
     return hi + math.log1p(math.exp(-abs(a - b)))
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _kept_sums(r: np.ndarray, shift: float, ids: np.ndarray, logp: np.ndarray
                ) -> tuple[float, float, float]:
     """(KL, reverse KL, 2 JS) over the kept entries; ln q(v) = r[v] - shift."""
@@ -264,7 +264,7 @@ def _kept_sums(r: np.ndarray, shift: float, ids: np.ndarray, logp: np.ndarray
     return kl, rk, js
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _tail_estimate(r: np.ndarray, shift: float, lq_t: float, lp_t: float, ids: np.ndarray,
                    logp: np.ndarray) -> float:
     """mean_j (r_j - 1 - ln r_j), ln r_j = ln q_T(v_j) - ln p_T(v_j) (both conditional on the
@@ -279,7 +279,7 @@ def _tail_estimate(r: np.ndarray, shift: float, lq_t: float, lp_t: float, ids: n
     return acc / n
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _overlap(ref_ids: np.ndarray, q_ids: np.ndarray, k: int) -> float:
     """|first k of ref_ids & first k of q_ids| / k (NaN when k = 0)."""
     if k == 0:
@@ -293,7 +293,7 @@ def _overlap(ref_ids: np.ndarray, q_ids: np.ndarray, k: int) -> float:
     return c / k
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _compare_row(r: np.ndarray, tgt: int, ids: np.ndarray, logp: np.ndarray, lp_t: float,
                  t_logp: float, s_ids: np.ndarray, s_logp: np.ndarray, sampled: bool,
                  mark: np.ndarray, hv: np.ndarray, hi: np.ndarray, out: np.ndarray) -> bool:
@@ -336,7 +336,7 @@ def _compare_row(r: np.ndarray, tgt: int, ids: np.ndarray, logp: np.ndarray, lp_
     return True
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE)
 def compare_rows(x: np.ndarray, targets: np.ndarray, offsets: np.ndarray, ids: np.ndarray,
                  logp: np.ndarray, log_tail: np.ndarray, target_logp: np.ndarray,
                  tail_offsets: np.ndarray, tail_ids: np.ndarray, tail_logp: np.ndarray,

@@ -24,6 +24,7 @@ Divergences are clamped at 0 (they are >= 0 mathematically; rounding can give -1
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,12 @@ from numba.extending import intrinsic
 # fast-math flags without nnan/ninf: NaN/inf must propagate into the sums (that is how
 # non-finite inputs are detected), but reductions may be reassociated (vectorised).
 _FM = {"reassoc", "nsz", "contract", "arcp"}
+
+# numba's on-disk cache is off unless QUANTFID_NUMBA_CACHE=1: a kernel loaded from the cache can
+# differ in the last bits from the same kernel compiled in-process (a fast-math callee is
+# re-optimised inside its caller's cached object code), so the process that compiled first and
+# the ones that loaded its cache would disagree. Compiling in every process costs ~10 s.
+CACHE = os.environ.get("QUANTFID_NUMBA_CACHE", "") == "1"
 
 _LOG2E = 1.4426950408889634
 _LN2_HI = 0.6931471803691238  # ln 2 split into a high part with trailing zero bits ...
@@ -54,7 +61,7 @@ def _bitcast_i64_f64(typingctx: Any, x: Any) -> tuple[Any, Any]:
 _i64_as_f64: Any = intrinsic(_bitcast_i64_f64)
 
 
-@njit(fastmath={"nsz", "arcp", "contract"}, cache=True, inline="always")  # no reassoc: keeps ln2 split
+@njit(fastmath={"nsz", "arcp", "contract"}, cache=CACHE, inline="always")  # no reassoc: keeps ln2 split
 def fexp(x: float) -> float:
     """exp(x) for x <= 0 in float64 (relative error < 1e-15); 0 for x < -700. Vectorisable."""
     xc = x if x > _EXP_MIN else _EXP_MIN
@@ -78,7 +85,7 @@ def fexp(x: float) -> float:
     return e if x >= _EXP_MIN else 0.0
 
 
-@njit(fastmath={"nsz", "arcp", "contract"}, cache=True, inline="always", error_model="numpy")
+@njit(fastmath={"nsz", "arcp", "contract"}, cache=CACHE, inline="always", error_model="numpy")
 def _log1p_unit(z: float) -> float:
     """ln(1 + z) for 0 <= z <= 1: atanh series in s = z / (2 + z) <= 1/3 (error < 1e-16)."""
     s = z / (2.0 + z)
@@ -101,7 +108,7 @@ def _log1p_unit(z: float) -> float:
     return 2.0 * s * (1.0 + s2 * p)
 
 
-@njit(fastmath=True, cache=True)
+@njit(fastmath=True, cache=CACHE)
 def _row_max(x: np.ndarray) -> float:
     """max(x) with 8 independent accumulators (vectorises). Unspecified if x has NaN: the
     caller detects non-finite input from its sums."""
@@ -123,7 +130,7 @@ def _row_max(x: np.ndarray) -> float:
     return m
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _first_index_of(x: np.ndarray, value: float) -> int:
     for i in range(x.shape[0]):
         if x[i] == value:
@@ -131,7 +138,7 @@ def _first_index_of(x: np.ndarray, value: float) -> int:
     return 0
 
 
-@njit(fastmath=_FM, cache=True, error_model="numpy")
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _exp_sums(r: np.ndarray, q: np.ndarray, mr: float, mq: float
               ) -> tuple[float, float, float, float]:
     """(Zr, Zq, sum e^t d, sum e^u d) for one row pair, in float64."""
@@ -152,7 +159,7 @@ def _exp_sums(r: np.ndarray, q: np.ndarray, mr: float, mq: float
     return zr, zq, sr, sq
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE)
 def fused_rows(ref: np.ndarray, quant: np.ndarray, targets: np.ndarray,
                kld: np.ndarray, rkld: np.ndarray, nll_ref: np.ndarray, nll_q: np.ndarray,
                dp: np.ndarray, same_top1: np.ndarray, ref_top1_prob: np.ndarray,
@@ -195,7 +202,7 @@ def fused_rows(ref: np.ndarray, quant: np.ndarray, targets: np.ndarray,
             dp[i] = np.nan
 
 
-@njit(fastmath=_FM, cache=True, error_model="numpy")
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _js_row(r: np.ndarray, q: np.ndarray, lse_r: float, lse_q: float) -> float:
     """JS = (KL(P||M) + KL(Q||M)) / 2 with M = (P + Q) / 2, in nats, where
     ln m = max(lp, lq) + ln(1 + e^-|lp - lq|) - ln 2."""
@@ -208,7 +215,7 @@ def _js_row(r: np.ndarray, q: np.ndarray, lse_r: float, lse_q: float) -> float:
     return max(0.5 * acc, 0.0)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE)
 def js_rows(ref: np.ndarray, quant: np.ndarray, lse_ref: np.ndarray, lse_q: np.ndarray,
             out: np.ndarray) -> None:
     """Jensen-Shannon divergence (nats) per row, given the log-normalisers from fused_rows."""
@@ -216,7 +223,7 @@ def js_rows(ref: np.ndarray, quant: np.ndarray, lse_ref: np.ndarray, lse_q: np.n
         out[i] = _js_row(ref[i], quant[i], lse_ref[i], lse_q[i])
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _topk_indices(x: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest values, ordered by (value descending, index ascending)."""
     vals = np.empty(k, dtype=np.float64)
@@ -240,7 +247,7 @@ def _topk_indices(x: np.ndarray, k: int) -> np.ndarray:
     return idx[:n_fill]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE)
 def topk_overlap_rows(ref: np.ndarray, quant: np.ndarray, out5: np.ndarray,
                       out10: np.ndarray) -> None:
     """|topk(ref) & topk(quant)| / k for k = 5 and 10, per row (ties: lower index first)."""
