@@ -28,7 +28,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from quantfid.metrics.kernel import _FM, CACHE, _LN2, _row_max, fexp
+from quantfid.metrics.kernel import _FM, _LN2, CACHE, _row_max, fexp
 
 BLOCKS_PER_THREAD = 4
 _BLOCK = 32  # values per skip test in top_sorted
