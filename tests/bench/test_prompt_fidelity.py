@@ -124,13 +124,15 @@ def test_prompts_jsonl_and_measure_prompts(family: dict[str, Path], tmp_path: Pa
 
 
 @pytest.mark.parametrize("line,msg", [
-    ("{not json", "not valid JSON"),
+    ("{not json", "invalid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    (b"\xff\xfe".decode("latin-1"), "not UTF-8"),
     ('{"prompt": "a"}', "'id'"),
     ('{"id": 1, "prompt": "a", "answer": ""}', "answer"),
 ])
 def test_prompts_jsonl_errors(tmp_path: Path, line: str, msg: str) -> None:
     f = tmp_path / "bad.jsonl"
-    f.write_text(line + "\n")
+    f.write_bytes((line + "\n").encode("latin-1"))  # one byte per character: \xff stays raw
     with pytest.raises(FormatError, match=msg):
         read_prompts_jsonl(f)
 

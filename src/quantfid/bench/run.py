@@ -8,7 +8,6 @@ the workspace's reference the way it was recorded.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -112,25 +111,19 @@ def read_prompts_jsonl(path: str | Path) -> list[Any]:
     p = Path(path)
     if not p.is_file():
         raise QuantfidError(f"prompts file not found: {p}")
+    from quantfid.ingest.common import iter_jsonl
+
     out: list[Any] = []
-    with open(p, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise FormatError(f"{p}:{n}: not valid JSON: {e}") from e
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) \
-                    or "id" not in row:
-                raise FormatError(f"{p}:{n}: expected an object with 'id' and a string 'prompt'")
-            pid, answer = str(row["id"]), row.get("answer")
-            if answer is None:
-                out.append(TextPrompt(pid, row["prompt"]))
-            elif isinstance(answer, str) and answer:
-                out.append(ChoicePrompt(pid, row["prompt"], (answer,), 0))
-            else:
-                raise FormatError(f"{p}:{n}: 'answer' must be a non-empty string")
+    for n, row in iter_jsonl(p):
+        if not isinstance(row.get("prompt"), str) or "id" not in row:
+            raise FormatError(f"{p}:{n}: expected an object with 'id' and a string 'prompt'")
+        pid, answer = str(row["id"]), row.get("answer")
+        if answer is None:
+            out.append(TextPrompt(pid, row["prompt"]))
+        elif isinstance(answer, str) and answer:
+            out.append(ChoicePrompt(pid, row["prompt"], (answer,), 0))
+        else:
+            raise FormatError(f"{p}:{n}: 'answer' must be a non-empty string")
     if not out:
         raise FormatError(f"{p}: no prompts")
     return out
