@@ -12,7 +12,7 @@ windows, benchmarks and numerics), cut to the sampled quants. The reference's un
 units into its own copy of that workspace, the two variants alternating (the order swapped
 every repeat) so both see the same machine load:
 
-- ``before``: ``_per_prompt_score_batch`` below, the LM head per prompt and per choice (its
+- ``before``: ``_before_score_batch`` below, the LM head per prompt and per choice (its
   V x H weight streams from memory for every call);
 - ``after``: ``quantfid.backends.hf_loglik`` as it is.
 
@@ -41,66 +41,48 @@ from typing import Any
 import numpy as np
 import torch
 
-from quantfid.backends.base import LoglikResult
 
-
-# ---- the baseline: the LM head per prompt and per choice (the library's code before) -----------
-def _reduce_rows(head: Any, reducer: Any, window: int, pos0: int,
-                 states: torch.Tensor, is_hidden: bool) -> list[Any]:
-    """Hand (n, H) hidden states (or (n, V) logits) to the reducer in chunks of positions."""
-    out = []
-    for lo in range(0, states.shape[0], head.chunk):
-        part = states[lo:lo + head.chunk]
-        out.append(reducer.full(window, pos0 + lo, head.head(part) if is_hidden else part))
-    return out
-
-
-@torch.inference_mode()
-def _per_prompt_score_batch(head: Any, batch: Sequence[Any], index: Sequence[int],
-                 reducer: Any | None) -> list[LoglikResult[Any]]:
-    dev = head.device
+# ---- the baseline: the LM head per prompt and per choice --------------------------------------
+def _before_score_batch(head: Any, batch: Sequence[Any], index: Sequence[int],
+                        reducer: Any) -> list[Any]:
+    """The previous ``hf_loglik._score_batch``: the same passes of the body
+    (``hf_loglik.body_passes``), then the head once per prompt's context, once per choice and
+    once per reduced segment."""
+    from quantfid.backends.base import LoglikResult
     from quantfid.backends.hf_loglik import body_passes
 
-    states, cont_states, conts, _rows, is_hidden = body_passes(head, batch)
+    dev = head.device
+    states, cs, conts, _rows, hid = body_passes(head, batch)
     plen = [len(p.context) for p in batch]
     p_max = states.shape[1]
-    last = states[:, -1, :]  # (b, H) or (b, V)
-    last_lsm = torch.log_softmax((head.head(last) if is_hidden else last).float(), dim=-1)
+    last = states[:, -1, :]
+    last_lsm = torch.log_softmax((head.head(last) if hid else last).float(), dim=-1)
 
-    results: list[Any] = []
-    r = 0
+    def reduce(w: int, pos0: int, x: torch.Tensor) -> list[Any]:
+        return [reducer.full(w, pos0 + lo, head.head(x[lo:lo + head.chunk]) if hid
+                             else x[lo:lo + head.chunk]) for lo in range(0, x.shape[0], head.chunk)]
+
+    out, r = [], 0
     for b, p in enumerate(batch):
-        n_c = len(p.continuations)
-        ll = np.zeros(n_c, dtype=np.float64)
-        greedy = np.zeros(n_c, dtype=bool)
-        reduced: list[Any] = []
-        for c in range(n_c):
-            rest = None if cont_states is None else cont_states[r, :len(conts[r]) - 1]
-            ll[c], greedy[c] = _choice(head, last_lsm[b], conts[r].to(dev), rest, is_hidden)
+        ll = np.zeros(len(p.continuations))
+        greedy = np.zeros(len(p.continuations), dtype=bool)
+        red: list[Any] = []
+        for c in range(len(p.continuations)):
+            ct = conts[r].to(dev)
+            lps, hits = [last_lsm[b][ct[0]].reshape(1)], [bool(last_lsm[b].argmax() == ct[0])]
+            rest = None if cs is None else cs[r, :len(ct) - 1]
+            if len(ct) > 1 and rest is not None:
+                lsm = torch.log_softmax((head.head(rest) if hid else rest).float(), dim=-1)
+                lps.append(lsm.gather(-1, ct[1:, None])[:, 0])
+                hits.append(bool((lsm.argmax(-1) == ct[1:]).all()))
+            ll[c], greedy[c] = float(torch.cat(lps).double().sum()), all(hits)
             if reducer is not None and c == p.gold:
-                w = index[b]
-                reduced += _reduce_rows(head, reducer, w, 0, states[b, p_max - plen[b]:], is_hidden)
+                red += reduce(index[b], 0, states[b, p_max - plen[b]:])
                 if rest is not None and rest.shape[0]:
-                    reduced += _reduce_rows(head, reducer, w, plen[b], rest, is_hidden)
+                    red += reduce(index[b], plen[b], rest)
             r += 1
-        results.append(LoglikResult(loglik=ll, is_greedy=greedy, reduced=reduced))
-    return results
-
-
-def _choice(head: Any, first: torch.Tensor, cont: torch.Tensor,
-            rest: torch.Tensor | None, is_hidden: bool) -> tuple[float, bool]:
-    """One continuation's summed log-prob (float64 sum of float32 log-probs) and whether
-    every token is the argmax. first: (V,) log-softmax at the context's last position; rest:
-    (L - 1, H) hidden states (or (L - 1, V) logits) of the continuation's own positions."""
-    lps = [first[cont[0]].reshape(1)]
-    hits = [bool(first.argmax() == cont[0])]
-    if len(cont) > 1:
-        assert rest is not None
-        lsm = torch.log_softmax((head.head(rest) if is_hidden else rest).float(), dim=-1)
-        lps.append(lsm.gather(-1, cont[1:, None])[:, 0])
-        hits.append(bool((lsm.argmax(-1) == cont[1:]).all()))
-    return float(torch.cat(lps).double().sum()), all(hits)
-
+        out.append(LoglikResult(loglik=ll, is_greedy=greedy, reduced=red))
+    return out
 
 
 @contextlib.contextmanager
@@ -109,7 +91,7 @@ def variant(name: str) -> Iterator[None]:
 
     current = hf_loglik._score_batch
     if name == "before":
-        hf_loglik._score_batch = _per_prompt_score_batch
+        hf_loglik._score_batch = torch.inference_mode()(_before_score_batch)
     try:
         yield
     finally:
