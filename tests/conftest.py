@@ -10,9 +10,10 @@ from tests.fixtures.tiny_study import write_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Fixed thread counts for the BLAS/OpenMP runtimes in this process and every subprocess the
-# tests start (environments are copied from this one): the bitwise tests (Ray vs local, kill
-# and resume) compare runs made under different machine load, and dynamic thread adjustment
-# may change a matmul's partition, and so its last bits, with the load.
+# tests start (environments are copied from this one): a precaution for the bitwise tests
+# (Ray vs local, kill and resume), which compare runs made under different machine load.
+# Their failures turned out to come from numba's disk cache (quantfid.metrics.kernel.CACHE);
+# load alone did not change the bits in runs made with these settings.
 os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 
