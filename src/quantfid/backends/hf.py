@@ -24,6 +24,7 @@ from quantfid.backends.base import (
     R,
     Reducer,
 )
+from quantfid.backends.cpu_gemm import use_onednn
 from quantfid.backends.hf_head import DEFAULT_CHUNK, ChunkedHead
 from quantfid.errors import MismatchError, QuantfidError
 from quantfid.hashing import hash_file, hash_json
@@ -133,7 +134,8 @@ class HFBackend:
     chunk's logits go to the reducer where they were computed (CPU or GPU tensors, the model's
     dtype: the reducer normalises them in float32 or better). ``numerics`` names how the
     module computes (``weights``: as loaded; ``ggml-cpu``: llama.cpp's CPU numerics emulated by
-    :mod:`quantfid.quantize.numerics`, applied by whoever built the module).
+    :mod:`quantfid.quantize.numerics`, applied by whoever built the module). On the CPU,
+    float32 linear layers run through oneDNN (:mod:`quantfid.backends.cpu_gemm`).
     """
 
     name = "hf"
@@ -149,6 +151,8 @@ class HFBackend:
         self.numerics = numerics
         if threads:
             torch.set_num_threads(threads)
+        if self.device.type == "cpu":
+            use_onednn(self.module)
         self._tok_id: str | None = None
         self.head = ChunkedHead(self.module, self.device, chunk)
 

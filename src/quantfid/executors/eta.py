@@ -21,11 +21,12 @@ import numpy as np
 WARMUP_TOKENS = 128
 PROBE_REPEATS = 3
 CONSERVATIVE_TOKENS_PER_S = 400.0
-# Stage tokens/s over the probe's (2-core AMD EPYC, 2026-12-01; probe 404-444 tok/s): corpus
-# units (reference store, quants' fidelity, noise floor) ran at 379 tok/s in `make demo` and
-# 436 in benchmarks/bench_study.py, benchmark units at 293 and 354; the lower ratios, rounded
-# down, so the ETA errs long.
-SPEED_FACTOR = {"corpus": 0.85, "prompts": 0.70}
+# Stage tokens/s over the probe's, float32 products through oneDNN (2-core AMD EPYC,
+# 2026-12-02; probe 500-640 tok/s, the fastest of three 600-640): benchmarks/bench_study.py
+# ran corpus units at 541-648 tok/s (reference, noise, quants' fidelity: 556) and benchmark
+# units at 518; `make demo` ran both about 0.85-0.9x as fast as bench_study did (store writes,
+# one process for every stage). Rounded down, so the ETA errs long.
+SPEED_FACTOR = {"corpus": 0.80, "prompts": 0.75}
 SECONDS_PER_MODEL = 2.0  # building a recipe quant or loading a model, beside its forwards
 
 

@@ -63,7 +63,8 @@ from quantfid.executors.worker import Worker, WorkerResult, needs
 from quantfid.store.workspace import Workspace
 from quantfid.units import Unit, commit_output
 
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", TRACE_ENV)
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", TRACE_ENV, "QUANTFID_CPU_GEMM",
+                 "QUANTFID_NUMBA_CACHE")
 COPY_ENV = "QUANTFID_RAY_COPY_STORES"  # "1": send stores through the object store even to
 # workers that see the workspace (when the network is faster than the shared storage)
 POLL_S = 0.5

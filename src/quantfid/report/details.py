@@ -128,7 +128,9 @@ def provenance_blocks(p: dict[str, Any]) -> list[Block]:
         f"quantfid {p.get('tool_version')}, report created {p.get('created')}",
         f"reference: {p.get('reference')}",
         f"machine: {mach.get('cpu') or mach.get('machine')}, {mach.get('cpu_count')} CPUs, "
-        f"Python {mach.get('python')}, torch {mach.get('torch_version', '—')}",
+        f"Python {mach.get('python')}, torch {mach.get('torch_version', '—')}"
+        + (f" (float32 CPU products: {mach['cpu_float32_gemm']})"
+           if mach.get("cpu_float32_gemm") else ""),
         f"seeds: {fmt(p.get('seeds'))}" if p.get("seeds") else "",
     ) if s))]
     timings, cpu = p.get("timings_s") or {}, p.get("cpu_s") or {}

@@ -13,7 +13,8 @@ from quantfid.store.workspace import Workspace
 
 
 def machine() -> dict[str, Any]:
-    """Where it ran: OS, CPU, cores, Python and the numeric libraries' versions."""
+    """Where it ran: OS, CPU, cores, Python, the numeric libraries' versions, and which library
+    computes float32 products on the CPU (:mod:`quantfid.backends.cpu_gemm`)."""
     info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
                             "processor": platform.processor() or None, "cpu_count": os.cpu_count(),
                             "python": sys.version.split()[0]}
@@ -29,6 +30,10 @@ def machine() -> dict[str, Any]:
         m = sys.modules.get(mod)
         if m is not None:
             info[f"{mod}_version"] = getattr(m, "__version__", None)
+    if "torch" in sys.modules:
+        from quantfid.backends.cpu_gemm import onednn_works
+
+        info["cpu_float32_gemm"] = "onednn" if onednn_works() else "torch-default"
     return info
 
 

@@ -33,7 +33,9 @@ from quantfid.models import ModelRef
 from quantfid.records import Model
 from quantfid.store.workspace import Workspace
 
-UNIT_VERSION = 2
+# 3: float32 CPU products through oneDNN (quantfid.backends.cpu_gemm): other last bits, and
+# under ggml-cpu numerics another draw of the activation rounding noise (docs/numerics.md)
+UNIT_VERSION = 3
 
 
 @dataclass(frozen=True)
