@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -71,21 +72,25 @@ def run_units(units: Sequence[Any], pool: Any, ws_path: Path) -> dict[str, float
 
 
 def compare(a: Path, b: Path) -> dict[str, float]:
-    """Max relative difference, over rows both workspaces hold, of per-prompt KLD means,
-    outcome scores and corpus KLD means; and how many outcomes differ."""
+    """Max relative difference, over rows both workspaces hold, of per-prompt and corpus KLD
+    means; how many outcome scores differ, of how many."""
     from quantfid.store.workspace import Workspace
 
+    def rows(w: Path, table: str, keys: tuple[str, ...], col: str) -> dict[tuple[Any, ...], Any]:
+        return {tuple(r[k] for k in keys): r[col] for r in Workspace(w).read_table(table)
+                .to_pylist() if r[col] is not None}
+
     out: dict[str, float] = {}
-    for table, keys, col in (("prompt_fidelity", ("model", "benchmark", "prompt_id"), "kld_mean"),
-                             ("outcomes", ("model", "benchmark", "prompt_id"), "score"),
-                             ("fidelity", ("model", "corpus", "ctx"), "kld_mean")):
-        ra, rb = ({tuple(r[k] for k in keys): r[col] for r in Workspace(w).read_table(table)
-                   .to_pylist()} for w in (a, b))
-        both = [k for k in sorted(set(ra) & set(rb)) if ra[k] is not None and rb[k] is not None]
-        out[f"{table}.{col}"] = max((abs(ra[k] - rb[k]) / max(abs(ra[k]), 1e-12) for k in both),
-                                    default=0.0)
-        if table == "outcomes":
-            out["outcomes_changed"] = sum(ra[k] != rb[k] for k in both)
+    for table, keys in (("prompt_fidelity", ("model", "benchmark", "prompt_id")),
+                        ("fidelity", ("model", "corpus", "ctx"))):
+        ra, rb = rows(a, table, keys, "kld_mean"), rows(b, table, keys, "kld_mean")
+        out[f"{table}.kld_mean"] = max((abs(ra[k] - rb[k]) / max(abs(ra[k]), 1e-12)
+                                        for k in set(ra) & set(rb)), default=0.0)
+    keys = ("model", "benchmark", "prompt_id")
+    oa, ob = rows(a, "outcomes", keys, "score"), rows(b, "outcomes", keys, "score")
+    both = set(oa) & set(ob)
+    out["outcomes_changed"] = sum(oa[k] != ob[k] for k in both)
+    out["outcomes_compared"] = len(both)
     return out
 
 
@@ -142,6 +147,7 @@ def main() -> None:
     res = summarize(times, tokens, len(sample), n_full)
     res.update({"quants": sample, "cpu": _cpu(), "torch_threads": torch.get_num_threads(),
                 "differences": compare(root / "before-0", root / "after-0")})
+    shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(res, indent=2) if args.json else render(res))
 
 

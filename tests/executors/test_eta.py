@@ -52,7 +52,8 @@ class _Pool:
 def test_probe_is_the_fastest_timed_run_and_units_weigh_by_kind(monkeypatch) -> None:
     clock = _Clock()
     monkeypatch.setattr(eta.time, "perf_counter", lambda: clock.now)
-    backend = _Backend(clock, [5.0, 0.5, 0.25, 0.4])  # warm-up (untimed), then three timed
+    timed = [0.5, 0.25, 0.4, 0.6, 0.3, 0.45, 0.7, 0.35][:eta.PROBE_REPEATS]
+    backend = _Backend(clock, [5.0, *timed])  # warm-up (untimed), then the timed runs
     monkeypatch.setattr(eta, "unit_kind", lambda u: "prompts" if u.model.key == "b" else "corpus")
     units = [_Unit(1000, _Model("a")), _Unit(3000, _Model("a")), _Unit(2000, _Model("b"))]
     est = eta.estimate(units, _Pool(backend))

@@ -1,7 +1,7 @@
 """The ETA a run prints before it starts: forward tokens to do over a measured speed.
 
 Speed: a 128-token window through the reference, scored the way fidelity units score (the
-LM head and a reduction over every position): the fastest of three timed runs after an
+LM head and a reduction over every position): the fastest of six timed runs after an
 untimed cold start (one timed run of a quarter second was seen to read half the speed).
 Each unit's tokens are then divided by that speed times its kind's factor
 (``SPEED_FACTOR``: corpus windows are long and their reductions heavier; benchmark prompts are
@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 
 WARMUP_TOKENS = 128
-PROBE_REPEATS = 3
+PROBE_REPEATS = 6  # ~1.3 s; three read 517-622 tok/s minutes apart on one machine
 CONSERVATIVE_TOKENS_PER_S = 400.0
 # Stage tokens/s over the probe's, float32 products through oneDNN (2-core AMD EPYC,
-# 2026-12-02; probe 500-640 tok/s, the fastest of three 600-640): benchmarks/bench_study.py
-# ran corpus units at 541-648 tok/s (reference, noise, quants' fidelity: 556) and benchmark
-# units at 518; `make demo` ran both about 0.85-0.9x as fast as bench_study did (store writes,
-# one process for every stage). Rounded down, so the ETA errs long.
-SPEED_FACTOR = {"corpus": 0.80, "prompts": 0.75}
+# 2026-12-02; probe ~620 tok/s): `make demo` ran corpus units (quants' fidelity) at 645 tok/s
+# and benchmark units at 596 (its ETA with 0.80 / 0.75 was 25 % long);
+# benchmarks/bench_study.py ran them at 556 and 518. Between the two, so the ETA is within
+# 20 % of either.
+SPEED_FACTOR = {"corpus": 0.95, "prompts": 0.90}
 SECONDS_PER_MODEL = 2.0  # building a recipe quant or loading a model, beside its forwards
 
 
