@@ -92,6 +92,8 @@ def load_hf(spec: str | None = None, dtype: str = "float32", device: str = "auto
         info = dataclasses.replace(info, hash=hash_json({"hub": spec, "commit": commit}))
     dev = resolve_device(device)
     torch.nn.Module.to(module, dev).eval()
+    if dev.type == "cpu":  # the CPU product every quantfid path uses (backends.cpu_gemm)
+        use_onednn(module)
     return LoadedModel(module=module, tokenizer=tok, info=info, device=dev, dtype=DTYPES[dtype])
 
 
