@@ -1,17 +1,19 @@
 """Float32 linear layers on the CPU through oneDNN instead of torch's default BLAS.
 
-torch's CPU ``nn.Linear`` (``addmm``) calls MKL for float32. On AMD CPUs MKL takes a generic
-AVX2 path and leaves the AVX-512 units idle; oneDNN (also shipped in torch, used by torch
-for bf16/fp16 products) picks its kernels by instruction set, not vendor. On a 2-core AMD EPYC
-(Zen 4, AVX-512) the shapes of a 135M-parameter model run 2.1-2.4x faster through oneDNN
-(``benchmarks/bench_study.py`` measures the whole study both ways in one run).
+torch's CPU ``nn.Linear`` (``addmm``) calls MKL for float32; oneDNN (also shipped in torch,
+used by torch for bf16/fp16 products) picks its kernels by instruction set, not vendor. On a
+2-core AMD EPYC (Zen 4, AVX-512) the shapes of a 135M-parameter model run 2.1-2.4x faster
+through oneDNN (consistent with MKL not using AVX-512 on AMD); ``benchmarks/bench_study.py``
+measures the whole study both ways in one run. Not measured on Intel CPUs, where MKL uses
+AVX-512 and the two should be closer.
 
-Numerics: both are float32 products with float32 accumulation (no bf16/tf32 "fast math":
-torch's ``fp32_precision`` stays ``ieee``); they differ only in the order of the sums, by a
+Numerics: both are float32 products with float32 accumulation (torch's oneDNN
+``fp32_precision`` at its default: no bf16/tf32 down-conversion, which the start-up check
+would catch and fall back from); they differ only in the order of the sums, by a
 few ulp (max |error| against a float64 product 2.2e-6 vs 1.2e-6 on outputs of size ~3). On
 the machine above oneDNN's row results are the same bits whatever the number of rows in the
-product and whatever the thread count (MKL's depend on the row count), so a prompt gives the
-same logits in any batch.
+product and whatever the thread count (MKL's depend on the row count): a row's product does
+not depend on what it is batched with.
 
 :func:`use_onednn` swaps the class of every float32 ``nn.Linear`` on the CPU for
 :class:`OneDNNLinear` (a subclass: ``isinstance`` checks, hooks, state dicts and deep copies
