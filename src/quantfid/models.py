@@ -174,7 +174,9 @@ class ModelRef:
     """A model as units see it: its spec, its content hash and how it is run.
 
     ``key`` (content + backend identity) goes into every unit hash: the same weights run on
-    another backend, dtype, device type or numerics are another measurement.
+    another backend, dtype, device type or numerics are another measurement; so are torch
+    CPU runs with torch's default float32 product (``QUANTFID_CPU_GEMM=default``), which sums
+    in another order than oneDNN (:mod:`quantfid.backends.cpu_gemm`).
     """
 
     spec: ModelSpec
@@ -187,7 +189,12 @@ class ModelRef:
 
     @property
     def key(self) -> str:
-        return hash_json({"content": self.content, **self.identity.to_json()})
+        extra: dict[str, str] = {}
+        if self.identity.backend == "hf" and self.identity.device == "cpu":
+            from quantfid.backends.cpu_gemm import onednn_works
+
+            extra = {} if onednn_works() else {"cpu_gemm": "torch-default"}
+        return hash_json({"content": self.content, **self.identity.to_json(), **extra})
 
 
 def resolve_numerics(spec: ModelSpec, types: dict[str, str] | None = None) -> str:

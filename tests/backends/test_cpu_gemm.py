@@ -95,3 +95,17 @@ def test_env_switch_keeps_torch_default(monkeypatch: pytest.MonkeyPatch) -> None
     m = _mlp()
     assert use_onednn(m) == 0
     assert type(m[0]) is torch.nn.Linear
+
+
+def test_torch_default_product_is_another_unit_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantfid.backends.base import Identity
+    from quantfid.models import ModelRef, parse_spec
+
+    spec = parse_spec("embedded", role="reference")
+    cpu = ModelRef(spec, "c0ffee", Identity("hf", "float32", "cpu", "ggml-cpu"))
+    remote = ModelRef(spec, "c0ffee", Identity("http", "native", "remote", "native"))
+    fast_cpu, fast_remote = cpu.key, remote.key
+    monkeypatch.setenv(cpu_gemm.ENV, "default")
+    onednn_works.cache_clear()
+    assert cpu.key != fast_cpu          # a study is recomputed, not mixed, across products
+    assert remote.key == fast_remote    # servers do not run torch's product
