@@ -21,13 +21,11 @@ import errno
 import importlib
 import json
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
-from types import FrameType
+from collections.abc import Sequence
 from typing import NoReturn
 
+from quantfid import interrupts
 from quantfid._version import __version__
 from quantfid.errors import QuantfidError
 
@@ -58,11 +56,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so that ``finally`` blocks and atomic writers
-    clean up exactly as on Ctrl-C."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,26 +109,9 @@ def _silence_stdout() -> None:
         pass
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Within the block SIGTERM raises :class:`Terminated` (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     as_json = _wants_json(argv)
-    with _sigterm_raises():
+    with interrupts.handled():
         try:
             parser = build_parser()
             args = parser.parse_args(argv)
@@ -153,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as e:
             return _fail("error: ", os_error_message(e), EXIT_ERROR, as_json)
         except KeyboardInterrupt as e:
-            why = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            why = "terminated (SIGTERM)" if isinstance(e, interrupts.Terminated) else "interrupted"
             return _fail("", f"{why}; finished units are kept, re-run to resume",
                          EXIT_INTERRUPTED, as_json)
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantfid import atomic
+from quantfid import atomic, interrupts
 from quantfid.errors import QuantfidError
 from quantfid.executors import cluster, staging
 from quantfid.executors.cluster import Resources
@@ -187,6 +187,7 @@ class _Run:
             if not self.inflight:
                 raise QuantfidError("no Ray worker is left to run the remaining units")
             done, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=POLL_S)
+            interrupts.raise_if_signalled()  # a Ctrl-C Ray's wait took and dropped
             for ref in done:
                 self._handle(ref)
             if not done:
