@@ -24,7 +24,7 @@ CONSERVATIVE_TOKENS_PER_S = 400.0
 # Stage tokens/s over the probe's, float32 products through oneDNN (2-core AMD EPYC,
 # 2026-12-02). Two fresh-clone `make demo` runs had the same stage times (bench 702 / 703 s,
 # measure 381 / 391 s) but probes of ~621 and ~792 tok/s: with factors 0.95 / 0.90 their ETAs
-# came out +5 % and -16 % of the study's time after the ETA line. These factors split the
+# came out +6 % and -16 % of the study's time after the ETA line. These factors split the
 # difference (about +12 % and -10 %); benchmarks/bench_study.py runs slower per token still.
 SPEED_FACTOR = {"corpus": 0.89, "prompts": 0.85}
 SECONDS_PER_MODEL = 2.0  # building a recipe quant or loading a model, beside its forwards
