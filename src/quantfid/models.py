@@ -191,9 +191,9 @@ class ModelRef:
     def key(self) -> str:
         extra: dict[str, str] = {}
         if self.identity.backend == "hf" and self.identity.device == "cpu":
-            from quantfid.backends.cpu_gemm import onednn_works
+            from quantfid.backends.cpu_gemm import product
 
-            extra = {} if onednn_works() else {"cpu_gemm": "torch-default"}
+            extra = {} if product() == "onednn" else {"cpu_gemm": product()}
         return hash_json({"content": self.content, **self.identity.to_json(), **extra})
 
 

@@ -72,6 +72,11 @@ def onednn_works() -> bool:
     return bool(torch.allclose(got, want, rtol=1e-5, atol=1e-5))
 
 
+def product() -> str:
+    """Which float32 CPU product this process uses: ``onednn`` or ``torch-default``."""
+    return "onednn" if onednn_works() else "torch-default"
+
+
 def use_onednn(module: torch.nn.Module) -> int:
     """Route ``module``'s float32 CPU linear layers through oneDNN (idempotent); returns how
     many layers use it. A no-op where oneDNN is missing, disabled or fails its check."""

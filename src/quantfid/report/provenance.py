@@ -31,9 +31,9 @@ def machine() -> dict[str, Any]:
         if m is not None:
             info[f"{mod}_version"] = getattr(m, "__version__", None)
     if "torch" in sys.modules:
-        from quantfid.backends.cpu_gemm import onednn_works
+        from quantfid.backends.cpu_gemm import product
 
-        info["cpu_float32_gemm"] = "onednn" if onednn_works() else "torch-default"
+        info["cpu_float32_gemm"] = product()
     return info
 
 
